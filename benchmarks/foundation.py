@@ -1,0 +1,210 @@
+"""Foundation benchmark: our denoiser against a DeepLearning.AI-style ContextUnet, and the shipped models' quality.
+
+Run alone (another torch process on the same cores slows both several-fold):
+    .venv/bin/python benchmarks/foundation.py                 # everything, about 45 min on 2 cores
+    .venv/bin/python benchmarks/foundation.py --only speed    # throughput and sampling time, ~6 min
+    .venv/bin/python benchmarks/foundation.py --only budget   # equal wall-clock training, ~30 min
+    .venv/bin/python benchmarks/foundation.py --only quality  # shipped models at N = 1000, ~10 min
+Both networks use the same threads, batch, data, schedule, loss, optimiser and
+EMA; only the network differs. Times are medians of several runs; every ratio
+compares two numbers measured in this same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.context_unet import ContextUnet  # noqa: E402
+from shared.data import GROUPS, load_sprites  # noqa: E402
+from shared.metrics import SpriteMetrics  # noqa: E402
+from shared.model import Denoiser, count_parameters  # noqa: E402
+from shared.samplers import generate  # noqa: E402
+from shared.schedule import NoiseSchedule  # noqa: E402
+from shared.train import denoising_loss, learning_rate, update_ema  # noqa: E402
+from shared.weights import load_model, manifest_entry  # noqa: E402
+
+T = 500
+
+
+class Baseline(nn.Module):
+    """ContextUnet behind our interface: integer t in 1..T becomes the float t/T it expects."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = ContextUnet(n_feat=64, n_cfeat=len(GROUPS), height=16)
+        self.config = SimpleNamespace(prediction="eps", T=T)
+
+    def forward(self, x, t, context=None):
+        return self.net(x, t.float() / T, context)
+
+
+def networks() -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    return {"ours": Denoiser(), "ContextUnet": Baseline()}
+
+
+def train_steps(model, schedule, images, generator, steps, batch_size, lr=1e-3):
+    """`steps` optimisation steps; returns seconds per step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    start = time.perf_counter()
+    for _ in range(steps):
+        index = torch.randint(len(images), (batch_size,), generator=generator)
+        t = torch.randint(1, T + 1, (batch_size,), generator=generator)
+        noise = torch.randn(batch_size, 3, 16, 16, generator=generator)
+        loss = denoising_loss(model, schedule, images[index], torch.zeros(batch_size, 9), t, noise, torch.ones(batch_size, dtype=torch.bool))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / steps
+
+
+def speed(args, schedule, images):
+    print(f"\n== Speed: {args.threads} threads, batch {args.batch_size} ==")
+    models = networks()
+    for name, model in models.items():
+        print(f"{name:12s} {count_parameters(model) / 1e6:.2f} M parameters")
+    per_step = {name: [] for name in models}
+    generator = torch.Generator().manual_seed(0)
+    for name, model in models.items():
+        train_steps(model, schedule, images, generator, 3, args.batch_size)  # warm-up
+    for _ in range(args.repeats):  # alternate, so drift in machine speed hits both
+        for name, model in models.items():
+            per_step[name].append(train_steps(model, schedule, images, generator, 10, args.batch_size))
+    throughput = {name: args.batch_size / statistics.median(v) for name, v in per_step.items()}
+    for name, value in throughput.items():
+        print(f"training throughput  {name:12s} {value:7.0f} images/s")
+    print(f"training throughput ratio ours / ContextUnet: {throughput['ours'] / throughput['ContextUnet']:.2f}x (target >= 3x)")
+
+    seconds = {name: [] for name in models}
+    noise = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    for _ in range(args.sampling_repeats):
+        for name, model in models.items():
+            model.eval()
+            start = time.perf_counter()
+            generate(model, schedule, noise, "ddpm", generator=torch.Generator().manual_seed(2), progress=False)
+            seconds[name].append(time.perf_counter() - start)
+    for name, values in seconds.items():
+        print(f"500-step DDPM, 64 sprites  {name:12s} {statistics.median(values):6.1f} s (median of {len(values)})")
+    ratio = statistics.median(seconds["ContextUnet"]) / statistics.median(seconds["ours"])
+    print(f"sampling speed-up ours vs ContextUnet: {ratio:.2f}x (target >= 3x)")
+
+
+def sample_n(model, schedule, n, seed, contexts=None, batch=250):
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, n, batch):
+        noise = torch.randn(min(batch, n - i), 3, 16, 16, generator=generator)
+        c = None if contexts is None else contexts[i : i + len(noise)]
+        out.append(generate(model, schedule, noise, "ddpm", contexts=c, generator=generator, progress=False).images)
+    return torch.cat(out)
+
+
+def budget(args, schedule, images, metrics):
+    print(f"\n== Equal wall-clock training: {args.budget_s:.0f} s each, batch {args.batch_size}, lr 1e-3 ==")
+    results = {}
+    for name, model in networks().items():
+        ema = copy.deepcopy(model).eval()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
+        start, steps, rss_before = time.perf_counter(), 0, peak_rss_mb()
+        while (elapsed := time.perf_counter() - start) < args.budget_s:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(int(1000 * elapsed / args.budget_s), 1000, 1e-3, 20)
+            index = torch.randint(len(images), (args.batch_size,), generator=generator)
+            t = torch.randint(1, T + 1, (args.batch_size,), generator=generator)
+            noise = torch.randn(args.batch_size, 3, 16, 16, generator=generator)
+            loss = denoising_loss(model, schedule, images[index], torch.zeros(args.batch_size, 9), t, noise,
+                                  torch.ones(args.batch_size, dtype=torch.bool))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            update_ema(ema, model, min(0.999, (1 + steps) / (10 + steps)))
+            steps += 1
+        if name == "ours":
+            print(f"peak memory of the benchmark process while training ours: {peak_rss_mb():.0f} MB "
+                  f"(was {rss_before:.0f} MB before; target < 2048 MB)")
+        start = time.perf_counter()
+        samples = sample_n(ema, schedule, args.n_budget, seed=5)
+        fd = metrics.frechet(samples)
+        results[name] = fd
+        print(f"{name:12s} {steps:6d} steps ({steps * args.batch_size / args.budget_s:.0f} images/s), "
+              f"FD at N={args.n_budget}: {fd:.2f} (sampling took {time.perf_counter() - start:.0f} s)")
+    floor = metrics.real_floor(args.n_budget)
+    print(f"real-vs-real floor at N={args.n_budget}: {floor:.2f}")
+    print(f"FD ratio ours / ContextUnet: {results['ours'] / results['ContextUnet']:.2f} (target <= 0.5)")
+
+
+def quality(args, schedule, metrics):
+    n = args.n_quality
+    floor = metrics.real_floor(n)
+    print(f"\n== Shipped models, 500-step DDPM, N = {n} (real-vs-real floor {floor:.2f}) ==")
+    uncond = load_model("unconditional")
+    start = time.perf_counter()
+    samples = sample_n(uncond, schedule, n, seed=11)
+    fd = metrics.frechet(samples)
+    copies = metrics.near_copies(samples)
+    print(f"unconditional: FD {fd:.2f} = {fd / floor:.2f}x floor; near copies {copies['share']:.1%} "
+          f"(median nearest RMS {copies['median_rms']:.3f}); {time.perf_counter() - start:.0f} s")
+    context = load_model("context")
+    labels = torch.arange(n) % len(GROUPS)
+    contexts = torch.nn.functional.one_hot(labels, len(GROUPS)).float()
+    samples = sample_n(context, schedule, n, seed=12, contexts=contexts)
+    accuracy = metrics.class_accuracy(samples, labels)
+    real = metrics.class_accuracy(metrics.validation.images, metrics.validation.labels)
+    fd = metrics.frechet(samples)
+    print(f"context (one group each, equal shares): FD {fd:.2f} = {fd / floor:.2f}x floor; "
+          f"near copies {metrics.near_copies(samples)['share']:.1%}")
+    print(f"class accuracy of context samples: {accuracy['overall']:.1%} overall "
+          f"(the classifier on held-out real sprites: {real['overall']:.1%})")
+    for group in GROUPS:
+        print(f"  {group:18s} samples {accuracy['per_group'][group]:6.1%}   real held-out {real['per_group'][group]:6.1%}")
+    val_copies = metrics.near_copies(metrics.validation.images)
+    print(f"for reference, held-out real sprites counted as near copies of training sprites: {val_copies['share']:.1%}")
+    for name in ("unconditional", "context", "classifier"):
+        entry = manifest_entry(name)
+        print(f"{name}: trained {entry['training_time_s']:.0f} s on {entry.get('device', 'cpu')}, final loss {entry['final_loss']}")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["speed", "budget", "quality"], action="append")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5, help="timed training windows per network")
+    parser.add_argument("--sampling-repeats", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=600)
+    parser.add_argument("--n-budget", type=int, default=500)
+    parser.add_argument("--n-quality", type=int, default=1000)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sections = args.only or ["speed", "budget", "quality"]
+    schedule = NoiseSchedule(T, "cosine")
+    images = load_sprites("train").images
+    metrics = SpriteMetrics(load_model("classifier")) if {"budget", "quality"} & set(sections) else None
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, sections: {', '.join(sections)}")
+    if "speed" in sections:
+        speed(args, schedule, images)
+    if "budget" in sections:
+        budget(args, schedule, images, metrics)
+    if "quality" in sections:
+        quality(args, schedule, metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The course's quality instrument: features from the shipped sprite classifier.
+
+- Frechet distance (FD) between the classifier features of generated sprites and
+  of the held-out validation sprites: the FID recipe of Heusel et al. 2017 with
+  our 64-feature classifier in place of Inception, which has never seen a 16x16
+  emoji. An FD is only meaningful beside its floor: the FD of the same number of
+  real training sprites, which `real_floor` computes.
+- Class accuracy: how often the classifier assigns a conditioned sample to the
+  group it was asked for.
+- Near copies: how many samples sit within a small pixel distance of a training
+  sprite, to tell generation from recall.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data import GROUPS, load_sprites
+
+# A sample whose root-mean-square pixel difference (pixels in [0, 1]) to its
+# nearest training sprite is below this counts as a near copy: about 4 levels
+# out of 255, too close to see on screen.
+NEAR_COPY_RMS = 0.015
+
+
+@torch.inference_mode()
+def classifier_features(classifier, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    """(N, 3, 16, 16) images in [-1, 1] -> (N, feature_dim) float64 features."""
+    device = next(classifier.parameters()).device
+    images = images.clamp(-1, 1)  # generated sprites may overshoot; real ones never do
+    chunks = [classifier.features(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks).double().numpy()
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) between two feature sets (N, d)."""
+    for features in (features_a, features_b):
+        if features.ndim != 2 or features.shape[0] < 2:
+            raise ValueError(f"features must be (N, d) with N >= 2, got shape {features.shape}")
+    if features_a.shape[1] != features_b.shape[1]:
+        raise ValueError(f"feature sizes differ: {features_a.shape[1]} and {features_b.shape[1]}")
+    mu_a, mu_b = features_a.mean(0), features_b.mean(0)
+    cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
+    # Tr((S_a S_b)^1/2) through the symmetric S_a^1/2 S_b S_a^1/2, whose eigenvalues are
+    # real and non-negative: stabler than a general matrix square root.
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
+    cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(cross).sum())
+
+
+class SpriteMetrics:
+    """Reference features of the validation sprites, computed once, and the metrics that use them."""
+
+    def __init__(self, classifier):
+        self.classifier = classifier.eval()
+        self.validation = load_sprites("validation")
+        self.train = load_sprites("train")
+        self.validation_features = classifier_features(classifier, self.validation.images)
+
+    def frechet(self, images: torch.Tensor) -> float:
+        """FD between `images` and the held-out validation sprites."""
+        return frechet_distance(classifier_features(self.classifier, images), self.validation_features)
+
+    def real_floor(self, n: int, seed: int = 0) -> float:
+        """FD of n real training sprites against the validation sprites: the best a sample of n can score."""
+        if not 2 <= n <= len(self.train):
+            raise ValueError(f"n must be in 2..{len(self.train)}, got {n}")
+        index = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.frechet(self.train.images[index])
+
+    @torch.inference_mode()
+    def predict_groups(self, images: torch.Tensor) -> torch.Tensor:
+        device = next(self.classifier.parameters()).device
+        return torch.cat([self.classifier(images[i : i + 500].clamp(-1, 1).to(device)).argmax(1).cpu() for i in range(0, len(images), 500)])
+
+    def class_accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Share of images the classifier puts in their asked-for group: overall, and per group present."""
+        if len(images) != len(labels):
+            raise ValueError(f"got {len(images)} images but {len(labels)} labels")
+        correct = self.predict_groups(images) == labels.cpu()
+        per_group = {GROUPS[g]: float(correct[labels == g].float().mean()) for g in labels.unique().tolist()}
+        return {"overall": float(correct.float().mean()), "per_group": per_group}
+
+    def near_copies(self, images: torch.Tensor, threshold: float = NEAR_COPY_RMS) -> dict:
+        """Share of images within `threshold` RMS pixel distance of some training sprite."""
+        distances = nearest_training_distance(images, self.train.images)
+        return {"share": float((distances < threshold).float().mean()), "median_rms": float(distances.median())}
+
+
+def nearest_training_distance(images: torch.Tensor, train_images: torch.Tensor) -> torch.Tensor:
+    """For each image, the RMS pixel distance (pixels scaled to [0, 1]) to its nearest training image, (N,)."""
+    a = ((images.clamp(-1, 1) + 1) / 2).flatten(1).double()
+    b = ((train_images + 1) / 2).flatten(1).double()
+    squared = (a.pow(2).sum(1, keepdim=True) - 2 * a @ b.T + b.pow(2).sum(1)).clamp(min=0)  # (N, M)
+    return (squared.min(dim=1).values / a.shape[1]).sqrt().float()

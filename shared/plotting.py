@@ -1,0 +1,105 @@
+"""Pictures: sprite grids, and denoising animations small enough to keep in a notebook.
+
+Animations are GIFs built with Pillow rather than matplotlib's JavaScript
+player: a GIF of 40 frames of an 8x8 grid weighs tens of kilobytes, where the
+player embeds a PNG per frame.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import to_uint8
+
+MAX_ANIMATION_FRAMES = 60
+MAX_ANIMATION_PIXELS = 640  # longest side of an animation, after upscaling
+
+
+def as_uint8(images) -> np.ndarray:
+    """Tensor (N, 3, H, W) in [-1, 1] or uint8 array (N, H, W, 3) -> uint8 (N, H, W, 3)."""
+    if isinstance(images, torch.Tensor):
+        return to_uint8(images)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected a (N, 3, H, W) tensor in [-1, 1] or uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    return images
+
+
+def grid_image(images, nrow: int = 8, padding: int = 1, upscale: int = 1) -> np.ndarray:
+    """Tile N sprites into one uint8 image (rows of `nrow`), white gaps between them."""
+    images = as_uint8(images)
+    n, h, w, _ = images.shape
+    if n == 0:
+        raise ValueError("no images to draw")
+    ncol = min(nrow, n)
+    nrows = -(-n // ncol)
+    canvas = np.full((nrows * (h + padding) + padding, ncol * (w + padding) + padding, 3), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, ncol)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        canvas[top : top + h, left : left + w] = image
+    if upscale > 1:
+        canvas = canvas.repeat(upscale, axis=0).repeat(upscale, axis=1)  # nearest: keep pixels crisp
+    return canvas
+
+
+def save_grid(images, path: str | Path, nrow: int = 8, upscale: int = 4) -> Path:
+    path = Path(path)
+    Image.fromarray(grid_image(images, nrow, upscale=upscale)).save(path)
+    return path
+
+
+def show_grid(images, nrow: int = 8, title: str | None = None, row_labels: list[str] | None = None, size: float = 0.45):
+    """Draw a grid with matplotlib; `row_labels` names each row (for example one group per row)."""
+    import matplotlib.pyplot as plt
+
+    grid = grid_image(images, nrow)
+    height, width = grid.shape[:2]
+    figure, axis = plt.subplots(figsize=(max(2.0, size * width / 17), max(1.0, size * height / 17)))
+    axis.imshow(grid, interpolation="nearest")
+    axis.set_xticks([])
+    axis.set_yticks([17 * i + 9 for i in range(len(row_labels))] if row_labels else [])
+    if row_labels:
+        axis.set_yticklabels(row_labels)
+    if title:
+        axis.set_title(title)
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+    plt.show()
+    return figure
+
+
+def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
+    """A looping GIF of a list of image batches (each a tensor or uint8 array), at most 60 frames and 640 px."""
+    if not frames:
+        raise ValueError("no frames to animate")
+    if len(frames) > MAX_ANIMATION_FRAMES:
+        keep = np.linspace(0, len(frames) - 1, MAX_ANIMATION_FRAMES).round().astype(int)
+        frames = [frames[i] for i in keep]
+        captions = [captions[i] for i in keep] if captions else None
+    grids = [grid_image(frame, nrow) for frame in frames]
+    upscale = max(1, MAX_ANIMATION_PIXELS // max(grids[0].shape[:2]))
+    pictures = [Image.fromarray(grid.repeat(upscale, 0).repeat(upscale, 1)) for grid in grids]
+    if captions:
+        from PIL import ImageDraw
+
+        for picture, caption in zip(pictures, captions):
+            ImageDraw.Draw(picture).text((4, 2), caption, fill=(0, 0, 0))
+    buffer = io.BytesIO()
+    durations = [duration_ms] * (len(pictures) - 1) + [1500]  # linger on the result
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+    return buffer.getvalue()
+
+
+def show_animation(frames: list, nrow: int = 8, duration_ms: int = 80, captions: list[str] | None = None):
+    """Display the GIF of `animation_gif` in a notebook."""
+    from IPython.display import Image as DisplayImage, display
+
+    picture = DisplayImage(data=animation_gif(frames, nrow, duration_ms, captions), format="gif")
+    display(picture)
+    return picture

@@ -1,0 +1,93 @@
+"""Generate sprites from shipped weights: `python -m shared.sample --weights context --label food`.
+
+Writes an .npz with `images` (N, 16, 16, 3) uint8 and `labels` (N,) int64 (the
+asked-for group, or -1 for unconditional samples), and a PNG grid. The same
+seed gives the same sprites.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import GROUPS, context_vector, group_index, to_uint8
+from .device import pick_device
+from .plotting import save_grid
+from .samplers import SAMPLERS, generate
+from .schedule import NoiseSchedule
+from .weights import WeightsError, available_weights, load_model, manifest_entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared.sample", description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default="unconditional", help="name in weights/manifest.json (default: unconditional)")
+    parser.add_argument("--n", type=int, default=64, help="number of sprites (default: 64)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS), help="sampler (default: ddpm)")
+    parser.add_argument("--steps", type=int, default=None, help="number of denoising steps (default: all T)")
+    parser.add_argument("--label", default=None, help=f"group index 0-{len(GROUPS) - 1} or name, e.g. 'Food & Drink' or food; absent: unconditional")
+    parser.add_argument("--out", type=Path, default=Path("samples.npz"), help="output .npz (default: samples.npz)")
+    parser.add_argument("--grid", type=Path, default=None, help="output PNG grid (default: the .npz path with .png)")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: CUDA, then MPS, then CPU")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.n <= 100_000:
+        parser.error(f"--n must be between 1 and 100000, got {args.n}")
+    if args.out.suffix != ".npz":
+        parser.error(f"--out must end in .npz, got {args.out}")
+    grid_path = args.grid or args.out.with_suffix(".png")
+    if grid_path.suffix.lower() != ".png":
+        parser.error(f"--grid must end in .png, got {grid_path}")
+    try:
+        entry = manifest_entry(args.weights)
+    except WeightsError as error:
+        parser.error(str(error))
+    if entry["kind"] != "denoiser":
+        parser.error(f"--weights {args.weights!r} is a {entry['kind']}, not a denoiser; choose one of: "
+                     + ", ".join(n for n in available_weights() if manifest_entry(n)["kind"] == "denoiser"))
+    contexts, labels = None, np.full(args.n, -1, dtype=np.int64)
+    if args.label is not None:
+        try:
+            label = group_index(args.label)
+        except ValueError as error:
+            parser.error(str(error))
+        if entry.get("training", {}).get("p_uncond", 0) >= 1:
+            parser.error(f"--weights {args.weights!r} was trained without context, so --label has no effect; use --weights context")
+        contexts = context_vector(label).repeat(args.n, 1)
+        labels[:] = label
+    T = entry["config"]["T"]
+    if args.steps is not None and not 1 <= args.steps <= T:
+        parser.error(f"--steps must be between 1 and {T}, got {args.steps}")
+
+    try:
+        device = pick_device(args.device)
+        model = load_model(args.weights, device)
+    except (WeightsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    schedule = NoiseSchedule(T, entry.get("schedule", "cosine")).to(device)
+    generator = torch.Generator().manual_seed(args.seed)
+    noise = torch.randn(args.n, 3, 16, 16, generator=generator)
+    start = time.perf_counter()
+    run = generate(model, schedule, noise, args.sampler, args.steps, contexts, generator, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    images = to_uint8(run.images)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, images=images, labels=labels)
+    save_grid(images, grid_path, nrow=min(16, int(np.ceil(np.sqrt(args.n)))))
+    print(f"{args.n} sprites from {args.weights!r} with {args.sampler} in {seconds:.1f} s -> {args.out}, {grid_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

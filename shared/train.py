@@ -1,0 +1,222 @@
+"""Re-train the shipped weights: `python -m shared.train {denoiser,classifier} --name NAME [options]`.
+
+The exact command that produced each file in weights/ is recorded in
+weights/manifest.json beside the training time and final loss; running it again
+on 2 CPU threads reproduces that file's training (bit-identical only on the
+same torch build and thread count, since CPU kernels differ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import GROUPS, load_sprites
+from .device import pick_device
+from .model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier
+from .schedule import NoiseSchedule
+from .weights import save_model
+
+
+@dataclass
+class DenoiserTraining:
+    name: str = "unconditional"
+    steps: int = 6000
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_steps: int = 200
+    ema_decay: float = 0.999  # sampling uses the exponential moving average of the weights
+    p_uncond: float = 1.0  # share of the batch trained with "no context"; 1.0 = unconditional
+    schedule: str = "cosine"
+    seed: int = 0
+    snapshots: list[int] = field(default_factory=list)  # steps at which to also ship the EMA weights
+    threads: int = 2
+    model: dict = field(default_factory=dict)  # DenoiserConfig overrides
+
+
+@dataclass
+class ClassifierTraining:
+    name: str = "classifier"
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 2e-3
+    noise_aware: bool = False  # True trains on x_t at random t, for classifier guidance
+    schedule: str = "cosine"
+    seed: int = 0
+    threads: int = 2
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def denoising_loss(model, schedule, x0, contexts, t, noise, drop_context):
+    """Ho et al. 2020 Algorithm 1 with context dropout: MSE between the true and predicted noise.
+
+    x0 (B,3,16,16), contexts (B,9), t (B,) ints in 1..T, noise like x0,
+    drop_context (B,) bool: rows whose context becomes "no context" (zeros).
+    """
+    x_t = schedule.add_noise(x0, t, noise)
+    contexts = contexts * (~drop_context).float()[:, None]
+    prediction = model(x_t, t, contexts)
+    target = {"eps": noise, "x0": x0}[model.config.prediction]
+    return F.mse_loss(prediction, target)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for weights; buffers (BatchNorm statistics) are copied."""
+    for ema_param, param in zip(ema.parameters(), model.parameters()):
+        ema_param.lerp_(param, 1 - decay)
+    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+        ema_buffer.copy_(buffer)
+
+
+def train_denoiser(run: DenoiserTraining, command: str) -> None:
+    torch.set_num_threads(run.threads)
+    device = pick_device()
+    generator = torch.Generator().manual_seed(run.seed)
+    torch.manual_seed(run.seed)
+    sprites = load_sprites("train")
+    images, contexts = sprites.images.to(device), sprites.contexts.to(device)
+    model = Denoiser(DenoiserConfig(**run.model)).to(device)
+    ema = copy.deepcopy(model).eval()
+    schedule = NoiseSchedule(model.config.T, run.schedule).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=0.0)
+    losses, start = [], time.perf_counter()
+
+    def ship(name: str, step: int) -> None:
+        save_model(ema, name, "denoiser", {
+            "train_command": command,
+            "training": asdict(run),
+            "schedule": run.schedule,
+            "steps_trained": step,
+            "training_time_s": round(time.perf_counter() - start, 1),
+            "final_loss": round(sum(losses[-200:]) / max(1, len(losses[-200:])), 5) if losses else None,
+            "device": str(device),
+            "torch": torch.__version__,
+        })
+
+    progress = tqdm(range(run.steps), desc=f"training {run.name}")
+    for step in progress:
+        if step in run.snapshots:
+            ship(f"{run.name}_step{step:04d}", step)
+        index = torch.randint(len(images), (run.batch_size,), generator=generator).to(device)
+        t = torch.randint(1, schedule.T + 1, (run.batch_size,), generator=generator).to(device)
+        noise = torch.randn(run.batch_size, *images.shape[1:], generator=generator).to(device)
+        drop = (torch.rand(run.batch_size, generator=generator) < run.p_uncond).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, run.steps, run.lr, run.warmup_steps)
+        loss = denoising_loss(model, schedule, images[index], contexts[index], t, noise, drop)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        # Early on the average is short, so the EMA does not drag in the random initial weights.
+        update_ema(ema, model, min(run.ema_decay, (1 + step) / (10 + step)))
+        losses.append(loss.item())
+        if step % 50 == 0:
+            progress.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    ship(run.name, run.steps)
+    print(f"{run.name}: {run.steps} steps in {time.perf_counter() - start:.0f} s, final loss {sum(losses[-200:]) / len(losses[-200:]):.4f}")
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shift by up to one pixel (padding with white) and add faint noise, so the classifier tolerates generated sprites."""
+    B = images.shape[0]
+    padded = F.pad(images, (1, 1, 1, 1), value=1.0)
+    dx, dy = torch.randint(0, 3, (2, B), generator=generator).tolist()
+    shifted = torch.stack([padded[i, :, dy[i] : dy[i] + 16, dx[i] : dx[i] + 16] for i in range(B)])
+    sigma = 0.1 * torch.rand(B, 1, 1, 1, generator=generator)
+    return shifted + sigma * torch.randn(shifted.shape, generator=generator)
+
+
+def train_classifier(run: ClassifierTraining, command: str) -> None:
+    torch.set_num_threads(run.threads)
+    generator = torch.Generator().manual_seed(run.seed)
+    torch.manual_seed(run.seed)
+    train, validation = load_sprites("train"), load_sprites("validation")
+    model = SpriteClassifier(ClassifierConfig(noise_aware=run.noise_aware))
+    schedule = NoiseSchedule(model.config.T, run.schedule)
+    # People & Body is 59% of the sprites: weight the loss so every group counts.
+    counts = torch.bincount(train.labels, minlength=len(GROUPS)).float()
+    class_weights = counts.sum() / (len(GROUPS) * counts)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=0.05)
+    start, losses = time.perf_counter(), []
+    for step in (progress := tqdm(range(run.steps), desc=f"training {run.name}")):
+        index = torch.randint(len(train), (run.batch_size,), generator=generator)
+        x, y = augment(train.images[index], generator), train.labels[index]
+        t = None
+        if run.noise_aware:
+            t = torch.randint(0, schedule.T + 1, (run.batch_size,), generator=generator)
+            x = schedule.add_noise(x, t, torch.randn(x.shape, generator=generator))
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, run.steps, run.lr, 100)
+        loss = F.cross_entropy(model(x, t), y, weight=class_weights, label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 50 == 0:
+            progress.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
+    model.eval()
+    with torch.no_grad():
+        t = torch.zeros(len(validation), dtype=torch.long) if run.noise_aware else None
+        predicted = model(validation.images, t).argmax(1)
+    per_group = {
+        GROUPS[g]: round(float((predicted[validation.labels == g] == g).float().mean()), 3) for g in range(len(GROUPS))
+    }
+    accuracy = float((predicted == validation.labels).float().mean())
+    save_model(model, run.name, "classifier", {
+        "train_command": command,
+        "training": asdict(run),
+        "training_time_s": round(time.perf_counter() - start, 1),
+        "final_loss": round(sum(losses[-200:]) / len(losses[-200:]), 5),
+        "validation_accuracy": round(accuracy, 4),
+        "validation_accuracy_per_group": per_group,
+        "torch": torch.__version__,
+    })
+    print(f"{run.name}: validation accuracy {accuracy:.3f}; per group {per_group}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m shared.train", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    for what, defaults in (("denoiser", DenoiserTraining()), ("classifier", ClassifierTraining())):
+        p = sub.add_parser(what)
+        for key, value in asdict(defaults).items():
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                p.add_argument(flag, action="store_true", default=value)
+            elif isinstance(value, list):
+                p.add_argument(flag, type=lambda s: [int(v) for v in s.split(",") if v], default=value)
+            elif isinstance(value, dict):
+                p.add_argument("--prediction", choices=["eps", "x0"], default="eps")
+            else:
+                p.add_argument(flag, type=type(value), default=value)
+    args = vars(parser.parse_args(argv))
+    what = args.pop("what")
+    command = "python -m shared.train " + shlex.join([what, *argv])
+    if what == "denoiser":
+        prediction = args.pop("prediction")
+        train_denoiser(DenoiserTraining(**{**args, "model": {"prediction": prediction}}), command)
+    else:
+        train_classifier(ClassifierTraining(**args), command)
+
+
+if __name__ == "__main__":
+    main()

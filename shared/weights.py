@@ -1,0 +1,111 @@
+"""Saving and loading the shipped weights safely.
+
+Every file in weights/ is a safetensors file (no pickle, so loading runs no
+code) listed in weights/manifest.json with its sha256, its size, the config
+that rebuilds the network, and the command that re-trains it. Loading checks
+the file before trusting it and says in one sentence what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .data import REPO_ROOT, sha256_of
+from .model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier
+
+WEIGHTS_DIR = REPO_ROOT / "weights"
+MANIFEST_PATH = WEIGHTS_DIR / "manifest.json"
+MODEL_KINDS = {
+    "denoiser": (Denoiser, DenoiserConfig),
+    "classifier": (SpriteClassifier, ClassifierConfig),
+}
+LFS_POINTER_PREFIX = b"version https://git-lfs"
+
+
+class WeightsError(RuntimeError):
+    """A weight file is missing, damaged, or not what the manifest says."""
+
+
+def read_manifest(path: Path = MANIFEST_PATH) -> dict:
+    if not path.exists():
+        raise WeightsError(f"{path} is missing: it ships with the repository; check out the full repository")
+    return json.loads(path.read_text())
+
+
+def available_weights() -> list[str]:
+    return sorted(read_manifest())
+
+
+def manifest_entry(name: str) -> dict:
+    manifest = read_manifest()
+    if name not in manifest:
+        raise WeightsError(f"no weights named {name!r}; available: {', '.join(sorted(manifest))}")
+    return manifest[name]
+
+
+def check_weight_file(name: str) -> Path:
+    """Check that the file for `name` is present, complete and unmodified; return its path."""
+    entry = manifest_entry(name)
+    path = WEIGHTS_DIR / entry["file"]
+    retrain = f"re-train it with: {entry['train_command']}"
+    if not path.exists():
+        raise WeightsError(f"weight file {path} for {name!r} is missing; restore it with git checkout, or {retrain}")
+    with open(path, "rb") as file:
+        head = file.read(len(LFS_POINTER_PREFIX))
+    if head == LFS_POINTER_PREFIX:
+        raise WeightsError(f"{path} is a Git LFS pointer, not the weights: run `git lfs pull`, or {retrain}")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise WeightsError(f"{path} has {size} bytes but should have {entry['bytes']}: it is truncated or damaged; {retrain}")
+    if sha256_of(path) != entry["sha256"]:
+        raise WeightsError(f"{path} does not match its sha256 in {MANIFEST_PATH.name}: it was modified or damaged; {retrain}")
+    return path
+
+
+def build_model(entry: dict) -> torch.nn.Module:
+    kind = entry["kind"]
+    if kind not in MODEL_KINDS:
+        raise WeightsError(f"unknown model kind {kind!r} in the manifest; expected one of {list(MODEL_KINDS)}")
+    model_class, config_class = MODEL_KINDS[kind]
+    return model_class(config_class(**entry["config"]))
+
+
+def load_model(name: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The shipped network `name`, checked against the manifest, in eval mode on `device`."""
+    path = check_weight_file(name)
+    entry = manifest_entry(name)
+    model = build_model(entry)
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=True)
+    except Exception as error:  # a checksum-valid file should never land here; say which file if it does
+        raise WeightsError(f"{path} does not fit the {entry['kind']} config in the manifest: {error}") from None
+    return model.to(device).eval()
+
+
+def save_model(model: torch.nn.Module, name: str, kind: str, info: dict) -> dict:
+    """Write weights/<name>.safetensors and its manifest entry (config, sha256, size and `info`)."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind must be one of {list(MODEL_KINDS)}, got {kind!r}")
+    if "train_command" not in info:
+        raise ValueError("info must record the train_command that re-creates these weights")
+    WEIGHTS_DIR.mkdir(exist_ok=True)
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    save_file(state, str(path), metadata={"name": name, "kind": kind, "config": json.dumps(model.config.to_dict())})
+    entry = {
+        "file": path.name,
+        "kind": kind,
+        "sha256": sha256_of(path),
+        "bytes": path.stat().st_size,
+        "config": model.config.to_dict(),
+        **info,
+    }
+    manifest = json.loads(MANIFEST_PATH.read_text()) if MANIFEST_PATH.exists() else {}
+    manifest[name] = entry
+    MANIFEST_PATH.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    return entry

@@ -1,0 +1,75 @@
+"""The schedule's math, and the DDPM step against Ho et al.'s equations."""
+
+import pytest
+import torch
+
+from shared.samplers import DDPMSampler
+from shared.schedule import NoiseSchedule, make_betas
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_schedule_quantities(kind):
+    s = NoiseSchedule(500, kind)
+    assert s.betas.shape == (501,) and s.betas[0] == 0 and s.alpha_bars[0] == 1
+    assert (s.betas[1:] > 0).all() and (s.betas <= 0.999).all()
+    assert (s.alpha_bars[1:] < s.alpha_bars[:-1]).all(), "alpha-bar strictly decreases"
+    assert torch.allclose(s.alphas, 1 - s.betas)
+    assert torch.allclose(s.alpha_bars, torch.cumprod(s.alphas, 0), rtol=1e-5)
+    assert torch.allclose(s.sqrt_alpha_bars**2 + s.sqrt_one_minus_alpha_bars**2, torch.ones(501), atol=1e-6)
+    t = torch.arange(2, 501)
+    expected = s.betas[t] * (1 - s.alpha_bars[t - 1]) / (1 - s.alpha_bars[t])
+    assert torch.allclose(s.posterior_variance[t], expected, rtol=1e-5)
+    assert s.posterior_variance[1] == 0
+
+
+def test_cosine_reaches_pure_noise_and_linear_does_not():
+    assert NoiseSchedule(500, "cosine").alpha_bars[-1] < 1e-4
+    assert NoiseSchedule(500, "linear").alpha_bars[-1] == pytest.approx(0.0066, abs=5e-4)
+
+
+def test_add_noise_and_predict_x0_invert_each_other():
+    s = NoiseSchedule()
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.rand(8, 3, 16, 16, generator=g) * 2 - 1, torch.randn(8, 3, 16, 16, generator=g)
+    t = torch.tensor([1, 2, 10, 100, 250, 400, 480, 499])
+    x_t = s.add_noise(x0, t, noise)
+    assert torch.allclose(s.predict_x0(x_t, t, noise), x0, atol=1e-3)
+    assert torch.allclose(s.predict_eps(x_t, t, x0), noise, atol=1e-4)
+    # The forward process keeps unit variance for unit-variance data.
+    big = s.add_noise(torch.randn(4000, 3, 16, 16, generator=g), torch.full((4000,), 250), torch.randn(4000, 3, 16, 16, generator=g))
+    assert big.var().item() == pytest.approx(1.0, abs=0.01)
+
+
+def test_bad_timesteps_and_kinds():
+    s = NoiseSchedule()
+    with pytest.raises(ValueError, match="0..500"):
+        s.at("betas", torch.tensor([501]))
+    with pytest.raises(ValueError, match="integer tensor"):
+        s.at("betas", torch.tensor([1.5]))
+    with pytest.raises(ValueError, match="expected one of"):
+        make_betas(500, "quadratic")
+
+
+def test_ddpm_step_equals_ho_et_al_equation_11():
+    s = NoiseSchedule()
+    sampler = DDPMSampler(s)
+    g = torch.Generator().manual_seed(1)
+    x_t, eps, z = (torch.randn(4, 3, 16, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    s64 = NoiseSchedule().double()
+    sampler64 = DDPMSampler(s64)
+    for t in (500, 300, 20, 2):
+        x_prev, _ = sampler64.step(eps, t, t - 1, x_t, z)
+        mean = (x_t - s64.betas[t] / s64.sqrt_one_minus_alpha_bars[t] * eps) / s64.alphas[t].sqrt()
+        assert torch.allclose(x_prev, mean + s64.posterior_variance[t].sqrt() * z, atol=1e-8)
+    last, x0_hat = sampler.step(eps.float(), 1, 0, x_t.float())
+    assert torch.allclose(last, x0_hat, atol=1e-5), "the last step returns x0_hat without noise"
+
+
+def test_ddpm_timesteps_grid():
+    sampler = DDPMSampler(NoiseSchedule())
+    grid = sampler.timesteps()
+    assert grid[0] == (500, 499) and grid[-1] == (1, 0) and len(grid) == 500
+    short = sampler.timesteps(10)
+    assert short[0][0] == 500 and short[-1][1] == 0 and len(short) == 10
+    with pytest.raises(ValueError, match="1..500"):
+        sampler.timesteps(0)
