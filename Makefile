@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # nbgrader runs the `alembic` command of its environment, so its bin/ goes first on PATH.
 RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg
 
-.PHONY: course test setup benchmark clean
+.PHONY: course test setup benchmark clean labs collect autograde grades
 
 setup: $(STAMP)
 
@@ -30,3 +30,23 @@ benchmark: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Regenerate labs/ from solutions/ (instructors: after editing a solution notebook).
+labs: setup
+	@for lab in $$(ls solutions); do $(RUN) $(BIN)/nbgrader generate_assignment $$lab --force --log-level=WARN || exit 1; done
+	@echo "labs/ regenerated from solutions/"
+
+# The grading cycle (see the README's instructor section).
+collect: setup
+	@test -n "$(LAB)" && test -e "$(FROM)" || { echo "usage: make collect LAB=01_sampling FROM=submissions.zip (or a folder of notebooks)"; exit 2; }
+	@mkdir -p downloaded/$(LAB)/archive
+	cp -r "$(FROM)" downloaded/$(LAB)/archive/
+	$(RUN) $(BIN)/nbgrader zip_collect $(LAB) --force
+
+autograde: setup
+	@test -n "$(LAB)" || { echo "usage: make autograde LAB=01_sampling"; exit 2; }
+	$(RUN) $(BIN)/nbgrader autograde $(LAB) --force
+
+grades: setup
+	$(RUN) $(BIN)/nbgrader export --to grades.csv
+	@echo "wrote grades.csv"

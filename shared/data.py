@@ -66,8 +66,7 @@ def group_index(group: int | str) -> int:
     if isinstance(group, (int, np.integer)) and not isinstance(group, bool):
         if 0 <= group < len(GROUPS):
             return int(group)
-        raise ValueError(f"group index must be in 0..{len(GROUPS) - 1}, got {group}")
-    if isinstance(group, str):
+    elif isinstance(group, str):
         key = group.strip().lower()
         for i, name in enumerate(GROUPS):
             if key == name.lower():

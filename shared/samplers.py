@@ -62,17 +62,20 @@ class DDPMSampler:
         _, x0_hat = split_prediction(model_output, prediction, self.schedule, x_t, batch)
         if self.clip_x0:
             x0_hat = x0_hat.clamp(-1, 1)
-        abar_t, abar_prev = self.schedule.alpha_bars[t], self.schedule.alpha_bars[t_prev]
-        alpha_step = abar_t / abar_prev  # alpha_t when t_prev = t - 1
-        beta_step = 1 - alpha_step
-        mean = (abar_prev.sqrt() * beta_step / (1 - abar_t)) * x0_hat + (
-            alpha_step.sqrt() * (1 - abar_prev) / (1 - abar_t)
-        ) * x_t
+        s = self.schedule
+        # Stored 1 - abar and alpha_t are more precise in float32 than differences and ratios.
+        abar_prev, noise_t, noise_prev = s.alpha_bars[t_prev], s.one_minus_alpha_bars[t], s.one_minus_alpha_bars[t_prev]
+        if t_prev == t - 1:
+            alpha_step, beta_step, variance = s.alphas[t], s.betas[t], s.posterior_variance[t]
+        else:
+            alpha_step = s.alpha_bars[t] / abar_prev
+            beta_step = 1 - alpha_step
+            variance = beta_step * noise_prev / noise_t  # beta-tilde for the longer step
+        mean = (abar_prev.sqrt() * beta_step / noise_t) * x0_hat + (alpha_step.sqrt() * noise_prev / noise_t) * x_t
         if t_prev == 0:
             return mean, x0_hat  # the last step adds no noise: x_0 is the answer
         if noise is None or noise.shape != x_t.shape:
             raise ValueError(f"the DDPM step needs fresh noise shaped like x_t {tuple(x_t.shape)}, got {getattr(noise, 'shape', None)}")
-        variance = beta_step * (1 - abar_prev) / (1 - abar_t)  # beta-tilde
         return mean + variance.sqrt() * noise, x0_hat
 
 

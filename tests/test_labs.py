@@ -1,0 +1,271 @@
+"""The grading pipeline, for every lab in solutions/.
+
+One temporary course (outside the repository) is built per test session: the
+labs are generated from solutions/ there, six kinds of submission per lab are
+autograded in parallel (one nbgrader process per student, after the gradebook
+and students were created one at a time), and the gradebook is read back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+LABS = sorted(path.name for path in (ROOT / "solutions").iterdir() if (path / f"{path.name}.ipynb").exists())
+STUDENTS = ("solution", "untouched", "infinite-loop", "raises", "deleted-test", "edited-test")
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MPLBACKEND": "Agg"}
+ENV.pop("NBGRADER_EXECUTION", None)
+
+
+def nbgrader(*args: str, root: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(BIN / "nbgrader"), *args, f"--CourseDirectory.root={root}"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout,
+    )
+    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def grade_id(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def solution_cells(notebook):
+    return [c for c in notebook.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
+
+
+def test_cells(notebook):
+    return [c for c in notebook.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+
+
+def make_submissions(lab: str, root: Path) -> dict:
+    """The six submissions of `lab`, by student id."""
+    solution = read(ROOT / "solutions" / lab / f"{lab}.ipynb")
+    released = read(root / "labs" / lab / f"{lab}.ipynb")
+    first_answer = solution_cells(released)[0]
+    first_test = test_cells(released)[0]
+
+    def with_answers(notebook):
+        """The released notebook with the reference answers pasted in, as a student would."""
+        answers = {grade_id(c): c.source for c in solution_cells(solution)}
+        notebook = nbformat.from_dict(json.loads(json.dumps(notebook)))
+        for cell in solution_cells(notebook):
+            cell.source = answers[grade_id(cell)]
+        return notebook
+
+    submissions = {"solution": with_answers(released), "untouched": released}
+    looping = with_answers(released)
+    for cell in solution_cells(looping):
+        if grade_id(cell) == grade_id(first_answer):
+            cell.source = "while True:\n    pass"
+    submissions["infinite-loop"] = looping
+    raising = with_answers(released)
+    for cell in solution_cells(raising):
+        if grade_id(cell) == grade_id(first_answer):
+            cell.source = "raise RuntimeError('a student error')"
+    submissions["raises"] = raising
+    deleted = nbformat.from_dict(json.loads(json.dumps(released)))
+    deleted.cells = [c for c in deleted.cells if grade_id(c) != grade_id(first_test)]
+    submissions["deleted-test"] = deleted
+    edited = nbformat.from_dict(json.loads(json.dumps(released)))
+    for cell in test_cells(edited):
+        cell.source = "print('all tests pass')"  # a student 'fixing' every test
+    submissions["edited-test"] = edited
+    return submissions
+
+
+@pytest.fixture(scope="session")
+def course(tmp_path_factory):
+    """A course outside the repository: labs generated, every submission autograded."""
+    root = tmp_path_factory.mktemp("course")
+    shutil.copytree(ROOT / "solutions", root / "solutions")
+    for lab in LABS:
+        nbgrader("generate_assignment", lab, "--force", root=root)
+    for lab in LABS:  # collected as an instructor would: one zip of `<student>_<lab>.ipynb` files
+        archive = root / "downloaded" / lab / "archive"
+        archive.mkdir(parents=True)
+        with zipfile.ZipFile(archive / "submissions.zip", "w") as bundle:
+            for student, notebook in make_submissions(lab, root).items():
+                bundle.writestr(f"{student}_{lab}.ipynb", nbformat.writes(notebook))
+        nbgrader("zip_collect", lab, "--force", root=root)
+    for student in STUDENTS:
+        nbgrader("db", "student", "add", student, root=root)
+    jobs = [(lab, student) for lab in LABS for student in STUDENTS]
+    seconds = {}
+
+    def autograde(job):
+        lab, student = job
+        start = time.perf_counter()
+        nbgrader("autograde", lab, "--student", student, "--force", root=root)
+        seconds[job] = time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two cores: two kernels at once
+        list(pool.map(autograde, jobs))
+    (root / "autograde_seconds.json").write_text(json.dumps({f"{l}/{s}": round(v, 1) for (l, s), v in seconds.items()}, indent=1))
+    nbgrader("export", "--to", str(root / "grades.csv"), root=root)
+    return root
+
+
+def grades(root: Path, lab: str, student: str) -> dict:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        notebook = gradebook.find_submission_notebook(lab, lab, student)
+        return {
+            "score": notebook.score,
+            "max_score": notebook.max_score,
+            "needs_manual_grade": notebook.needs_manual_grade,
+            "cells": {g.name: (g.score, g.max_score, g.needs_manual_grade) for g in notebook.grades},
+        }
+
+
+def autograded(root: Path, lab: str, student: str) -> nbformat.NotebookNode:
+    return read(root / "autograded" / student / lab / f"{lab}.ipynb")
+
+
+def test_there_are_labs():
+    assert "01_sampling" in LABS
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_labs_are_generated_from_solutions(course, lab):
+    """labs/ is exactly what nbgrader makes of solutions/: regenerate with `make labs`."""
+    generated = (course / "labs" / lab / f"{lab}.ipynb").read_text()
+    committed = (ROOT / "labs" / lab / f"{lab}.ipynb").read_text()
+    assert generated == committed, f"labs/{lab} drifted from solutions/{lab}: run `make labs` and commit"
+
+
+@pytest.mark.parametrize("folder", ["solutions", "labs"])
+def test_notebooks_are_committed_without_outputs(folder):
+    notebooks = list((ROOT / folder).glob("*/*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        for cell in read(path).cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path} has outputs: clear them"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_released_lab_hides_solutions_and_hidden_tests(lab):
+    released = (ROOT / "labs" / lab / f"{lab}.ipynb").read_text()
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+        assert marker not in released
+    solution = read(ROOT / "solutions" / lab / f"{lab}.ipynb")
+    lab_notebook = read(ROOT / "labs" / lab / f"{lab}.ipynb")
+    lab_sources = {grade_id(c): c.source for c in lab_notebook.cells}
+    for cell in solution_cells(solution):
+        hidden = cell.source.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
+        for line in (l.strip() for l in hidden.splitlines()):
+            if len(line) > 12:
+                assert line not in lab_sources[grade_id(cell)], f"solution line leaked into the lab: {line}"
+        assert "raise NotImplementedError" in lab_sources[grade_id(cell)]
+    for cell in test_cells(solution):
+        if "### BEGIN HIDDEN TESTS" in cell.source:
+            hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+            for line in (l.strip() for l in hidden.splitlines()):
+                if len(line) > 30:
+                    assert line not in lab_sources[grade_id(cell)], f"hidden test leaked into the lab: {line}"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_solution_runs_end_to_end_outside_the_repository(tmp_path, lab):
+    """The full notebook (demos at full size) runs from a copy of the lab folder outside the repository."""
+    from nbclient import NotebookClient
+
+    folder = tmp_path / lab
+    shutil.copytree(ROOT / "solutions" / lab, folder)
+    notebook = read(folder / f"{lab}.ipynb")
+    start = time.perf_counter()
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
+    old = dict(os.environ)
+    os.environ.update({k: v for k, v in ENV.items() if k in ("PATH", "MPLBACKEND")})
+    os.environ.pop("NBGRADER_EXECUTION", None)
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    seconds = time.perf_counter() - start
+    print(f"{lab}: solution notebook ran end to end in {seconds:.0f} s")
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_solution_gets_full_marks(course, lab):
+    result = grades(course, lab, "solution")
+    assert result["max_score"] > 0
+    failed = {name: cell for name, cell in result["cells"].items() if cell[0] != cell[1]}
+    assert not failed, f"reference answers lost points: {failed}"
+    assert result["score"] == result["max_score"] and not result["needs_manual_grade"]
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_untouched_lab_gets_zero_on_every_graded_cell(course, lab):
+    result = grades(course, lab, "untouched")
+    assert result["cells"] and all(score == 0 for score, _, _ in result["cells"].values()), result["cells"]
+    assert not result["needs_manual_grade"]
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_infinite_loop_is_cut_off_and_graded(course, lab):
+    result = grades(course, lab, "infinite-loop")
+    notebook = autograded(course, lab, "infinite-loop")
+    timeouts = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.get("ename") == "CellTimeoutError"]
+    assert timeouts, "the looping cell should have been interrupted"
+    assert 0 < result["score"] < result["max_score"]
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_raising_answer_is_graded(course, lab):
+    result = grades(course, lab, "raises")
+    first_test = grade_id(test_cells(read(ROOT / "solutions" / lab / f"{lab}.ipynb"))[0])
+    assert result["cells"][first_test][0] == 0
+    assert 0 < result["score"] < result["max_score"]
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_deleted_test_cell_is_restored(course, lab):
+    first_test = grade_id(test_cells(read(ROOT / "solutions" / lab / f"{lab}.ipynb"))[0])
+    notebook = autograded(course, lab, "deleted-test")
+    assert first_test in [grade_id(c) for c in notebook.cells], "the deleted test cell should be back"
+    result = grades(course, lab, "deleted-test")
+    assert result["cells"][first_test][0] == 0 and result["score"] == 0
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_edited_test_cells_are_overwritten(course, lab):
+    result = grades(course, lab, "edited-test")
+    assert result["score"] == 0, "edited tests must be replaced by the originals before grading"
+    notebook = autograded(course, lab, "edited-test")
+    assert all("all tests pass" not in c.source for c in test_cells(notebook))
+
+
+def test_collected_submissions_and_grades_csv(course):
+    """zip_collect put every submission in place, and the exported CSV has a score for each."""
+    import csv
+
+    for lab in LABS:
+        for student in STUDENTS:
+            assert (course / "submitted" / student / lab / f"{lab}.ipynb").exists()
+    rows = list(csv.DictReader((course / "grades.csv").open()))
+    scores = {(row["assignment"], row["student_id"]): float(row["raw_score"]) for row in rows}
+    for lab in LABS:
+        assert scores[(lab, "solution")] == grades(course, lab, "solution")["max_score"]
+        assert scores[(lab, "untouched")] == 0
