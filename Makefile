@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 # nbgrader runs the `alembic` command of its environment, so its bin/ goes first on PATH.
-RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg
+RUN := PATH="$(BIN):$$PATH"
 
 .PHONY: course test setup benchmark clean labs collect autograde grades
 

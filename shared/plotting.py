@@ -61,7 +61,7 @@ def show_grid(images, nrow: int = 8, title: str | None = None, row_labels: list[
 
     grid = grid_image(images, nrow)
     height, width = grid.shape[:2]
-    figure, axis = plt.subplots(figsize=(max(2.0, size * width / 17), max(1.0, size * height / 17)))
+    _, axis = plt.subplots(figsize=(max(2.0, size * width / 17), max(1.0, size * height / 17)))
     axis.imshow(grid, interpolation="nearest")
     axis.set_xticks([])
     axis.set_yticks([17 * i + 9 for i in range(len(row_labels))] if row_labels else [])
@@ -71,8 +71,7 @@ def show_grid(images, nrow: int = 8, title: str | None = None, row_labels: list[
         axis.set_title(title)
     for spine in axis.spines.values():
         spine.set_visible(False)
-    plt.show()
-    return figure
+    plt.show()  # returns nothing, so a notebook does not draw the figure twice
 
 
 def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
@@ -106,4 +105,3 @@ def show_animation(frames: list, nrow: int = 8, duration_ms: int = 80, captions:
     data = base64.b64encode(animation_gif(frames, nrow, duration_ms, captions)).decode()
     html = HTML(f'<img src="data:image/gif;base64,{data}" style="width:{width}px; image-rendering:pixelated">')
     display(html)
-    return html

@@ -192,8 +192,8 @@ def train_classifier(run: ClassifierTraining, command: str) -> None:
     print(f"{run.name}: validation accuracy {accuracy:.3f}; per group {per_group}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def parse_arguments(argv: list[str]) -> tuple[str, dict]:
+    """("denoiser" or "classifier", the settings) from command-line words; every setting has a flag."""
     parser = argparse.ArgumentParser(prog="python -m shared.train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     for what, defaults in (("denoiser", DenoiserTraining()), ("classifier", ClassifierTraining())):
@@ -209,13 +209,18 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 p.add_argument(flag, type=type(value), default=value)
     args = vars(parser.parse_args(argv))
-    what = args.pop("what")
-    command = "python -m shared.train " + shlex.join([what, *argv])
+    return args.pop("what"), args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    what, settings = parse_arguments(argv)
+    command = "python -m shared.train " + shlex.join(argv)
     if what == "denoiser":
-        prediction = args.pop("prediction")
-        train_denoiser(DenoiserTraining(**{**args, "model": {"prediction": prediction}}), command)
+        prediction = settings.pop("prediction")
+        train_denoiser(DenoiserTraining(**settings, model={"prediction": prediction}), command)
     else:
-        train_classifier(ClassifierTraining(**args), command)
+        train_classifier(ClassifierTraining(**settings), command)
 
 
 if __name__ == "__main__":

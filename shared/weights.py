@@ -30,7 +30,8 @@ class WeightsError(RuntimeError):
     """A weight file is missing, damaged, or not what the manifest says."""
 
 
-def read_manifest(path: Path = MANIFEST_PATH) -> dict:
+def read_manifest(path: Path | None = None) -> dict:
+    path = path or MANIFEST_PATH
     if not path.exists():
         raise WeightsError(f"{path} is missing: it ships with the repository; check out the full repository")
     return json.loads(path.read_text())

@@ -12,3 +12,14 @@ def train_sprites():
     from shared.data import load_sprites
 
     return load_sprites("train")
+
+
+# Wall-clock figures the lab tests record (seconds); printed at the end of `make test`.
+TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TIMINGS:
+        terminalreporter.section("lab timings (2 CPU threads per kernel)")
+        for name, seconds in sorted(TIMINGS.items()):
+            terminalreporter.write_line(f"{name:55s} {seconds:6.1f} s")
