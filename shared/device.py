@@ -40,5 +40,11 @@ def is_grading() -> bool:
 
 
 def limit_threads(n: int | None = None) -> None:
-    """Use n CPU threads (default: all cores, at most 4); more threads than cores slows torch down."""
-    torch.set_num_threads(n or max(1, min(4, os.cpu_count() or 1)))
+    """Use n CPU threads: by default $OMP_NUM_THREADS if set, else all cores up to 4.
+
+    More threads than free cores slows torch down several-fold, so a grader that
+    runs two notebooks at once on two cores sets OMP_NUM_THREADS=1 for each.
+    """
+    from_environment = os.environ.get("OMP_NUM_THREADS", "")
+    default = int(from_environment) if from_environment.isdigit() else min(4, os.cpu_count() or 1)
+    torch.set_num_threads(max(1, n or default))

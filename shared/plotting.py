@@ -88,8 +88,12 @@ def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: 
     if captions:
         from PIL import ImageDraw
 
-        for picture, caption in zip(pictures, captions):
-            ImageDraw.Draw(picture).text((4, 2), caption, fill=(0, 0, 0))
+        band = 12  # a white strip above the sprites, so the caption hides none of them
+        for i, (picture, caption) in enumerate(zip(pictures, captions)):
+            framed = Image.new("RGB", (picture.width, picture.height + band), (255, 255, 255))
+            framed.paste(picture, (0, band))
+            ImageDraw.Draw(framed).text((2, 0), caption, fill=(0, 0, 0))
+            pictures[i] = framed
     buffer = io.BytesIO()
     durations = [duration_ms] * (len(pictures) - 1) + [1500]  # linger on the result
     pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=durations, loop=0)
