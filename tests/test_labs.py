@@ -48,11 +48,11 @@ def grade_id(cell) -> str | None:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
-def solution_cells(notebook):
+def answer_cells(notebook):
     return [c for c in notebook.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
 
 
-def test_cells(notebook):
+def graded_cells(notebook):
     return [c for c in notebook.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
 
 
@@ -60,25 +60,25 @@ def make_submissions(lab: str, root: Path) -> dict:
     """The six submissions of `lab`, by student id."""
     solution = read(ROOT / "solutions" / lab / f"{lab}.ipynb")
     released = read(root / "labs" / lab / f"{lab}.ipynb")
-    first_answer = solution_cells(released)[0]
-    first_test = test_cells(released)[0]
+    first_answer = answer_cells(released)[0]
+    first_test = graded_cells(released)[0]
 
     def with_answers(notebook):
         """The released notebook with the reference answers pasted in, as a student would."""
-        answers = {grade_id(c): c.source for c in solution_cells(solution)}
+        answers = {grade_id(c): c.source for c in answer_cells(solution)}
         notebook = nbformat.from_dict(json.loads(json.dumps(notebook)))
-        for cell in solution_cells(notebook):
+        for cell in answer_cells(notebook):
             cell.source = answers[grade_id(cell)]
         return notebook
 
     submissions = {"solution": with_answers(released), "untouched": released}
     looping = with_answers(released)
-    for cell in solution_cells(looping):
+    for cell in answer_cells(looping):
         if grade_id(cell) == grade_id(first_answer):
             cell.source = "while True:\n    pass"
     submissions["infinite-loop"] = looping
     raising = with_answers(released)
-    for cell in solution_cells(raising):
+    for cell in answer_cells(raising):
         if grade_id(cell) == grade_id(first_answer):
             cell.source = "raise RuntimeError('a student error')"
     submissions["raises"] = raising
@@ -86,7 +86,7 @@ def make_submissions(lab: str, root: Path) -> dict:
     deleted.cells = [c for c in deleted.cells if grade_id(c) != grade_id(first_test)]
     submissions["deleted-test"] = deleted
     edited = nbformat.from_dict(json.loads(json.dumps(released)))
-    for cell in test_cells(edited):
+    for cell in graded_cells(edited):
         cell.source = "print('all tests pass')"  # a student 'fixing' every test
     submissions["edited-test"] = edited
     return submissions
@@ -172,13 +172,13 @@ def test_released_lab_hides_solutions_and_hidden_tests(lab):
     solution = read(ROOT / "solutions" / lab / f"{lab}.ipynb")
     lab_notebook = read(ROOT / "labs" / lab / f"{lab}.ipynb")
     lab_sources = {grade_id(c): c.source for c in lab_notebook.cells}
-    for cell in solution_cells(solution):
+    for cell in answer_cells(solution):
         hidden = cell.source.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
         for line in (l.strip() for l in hidden.splitlines()):
             if len(line) > 12:
                 assert line not in lab_sources[grade_id(cell)], f"solution line leaked into the lab: {line}"
         assert "raise NotImplementedError" in lab_sources[grade_id(cell)]
-    for cell in test_cells(solution):
+    for cell in graded_cells(solution):
         if "### BEGIN HIDDEN TESTS" in cell.source:
             hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
             for line in (l.strip() for l in hidden.splitlines()):
@@ -237,14 +237,14 @@ def test_infinite_loop_is_cut_off_and_graded(course, lab):
 @pytest.mark.parametrize("lab", LABS)
 def test_raising_answer_is_graded(course, lab):
     result = grades(course, lab, "raises")
-    first_test = grade_id(test_cells(read(ROOT / "solutions" / lab / f"{lab}.ipynb"))[0])
+    first_test = grade_id(graded_cells(read(ROOT / "solutions" / lab / f"{lab}.ipynb"))[0])
     assert result["cells"][first_test][0] == 0
     assert 0 < result["score"] < result["max_score"]
 
 
 @pytest.mark.parametrize("lab", LABS)
 def test_deleted_test_cell_is_restored(course, lab):
-    first_test = grade_id(test_cells(read(ROOT / "solutions" / lab / f"{lab}.ipynb"))[0])
+    first_test = grade_id(graded_cells(read(ROOT / "solutions" / lab / f"{lab}.ipynb"))[0])
     notebook = autograded(course, lab, "deleted-test")
     assert first_test in [grade_id(c) for c in notebook.cells], "the deleted test cell should be back"
     result = grades(course, lab, "deleted-test")
@@ -256,7 +256,7 @@ def test_edited_test_cells_are_overwritten(course, lab):
     result = grades(course, lab, "edited-test")
     assert result["score"] == 0, "edited tests must be replaced by the originals before grading"
     notebook = autograded(course, lab, "edited-test")
-    assert all("all tests pass" not in c.source for c in test_cells(notebook))
+    assert all("all tests pass" not in c.source for c in graded_cells(notebook))
 
 
 def test_collected_submissions_and_grades_csv(course):

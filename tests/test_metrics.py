@@ -44,6 +44,6 @@ def test_class_accuracy_of_real_validation_sprites(metrics):
 
 def test_near_copies(metrics):
     copies = metrics.near_copies(metrics.train.images[:50])
-    assert copies["share"] == 1.0 and copies["median_rms"] == 0
+    assert copies["share"] == 1.0 and copies["median_rms"] < 1e-6
     assert metrics.near_copies(torch.randn(50, 3, 16, 16))["share"] == 0
     assert torch.all(nearest_training_distance(metrics.train.images[:3], metrics.train.images) < 1e-6)
