@@ -55,15 +55,21 @@ def networks() -> dict[str, nn.Module]:
     return {"ours": Denoiser(), "ContextUnet": Baseline()}
 
 
+def batch_loss(model, schedule, images, generator, batch_size):
+    """The unconditional denoising loss of one random batch (the same draws for either network)."""
+    index = torch.randint(len(images), (batch_size,), generator=generator)
+    t = torch.randint(1, T + 1, (batch_size,), generator=generator)
+    noise = torch.randn(batch_size, 3, 16, 16, generator=generator)
+    no_context = torch.ones(batch_size, dtype=torch.bool)
+    return denoising_loss(model, schedule, images[index], torch.zeros(batch_size, 9), t, noise, no_context)
+
+
 def train_steps(model, schedule, images, generator, steps, batch_size, lr=1e-3):
     """`steps` optimisation steps; returns seconds per step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     start = time.perf_counter()
     for _ in range(steps):
-        index = torch.randint(len(images), (batch_size,), generator=generator)
-        t = torch.randint(1, T + 1, (batch_size,), generator=generator)
-        noise = torch.randn(batch_size, 3, 16, 16, generator=generator)
-        loss = denoising_loss(model, schedule, images[index], torch.zeros(batch_size, 9), t, noise, torch.ones(batch_size, dtype=torch.bool))
+        loss = batch_loss(model, schedule, images, generator, batch_size)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -122,11 +128,7 @@ def budget(args, schedule, images, metrics):
         while (elapsed := time.perf_counter() - start) < args.budget_s:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(int(1000 * elapsed / args.budget_s), 1000, 1e-3, 20)
-            index = torch.randint(len(images), (args.batch_size,), generator=generator)
-            t = torch.randint(1, T + 1, (args.batch_size,), generator=generator)
-            noise = torch.randn(args.batch_size, 3, 16, 16, generator=generator)
-            loss = denoising_loss(model, schedule, images[index], torch.zeros(args.batch_size, 9), t, noise,
-                                  torch.ones(args.batch_size, dtype=torch.bool))
+            loss = batch_loss(model, schedule, images, generator, args.batch_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
