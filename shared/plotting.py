@@ -94,18 +94,56 @@ def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: 
             framed.paste(picture, (0, band))
             ImageDraw.Draw(framed).text((2, 0), caption, fill=(0, 0, 0))
             pictures[i] = framed
+    return gif_bytes(pictures, duration_ms)
+
+
+def gif_bytes(pictures: list, duration_ms: int) -> bytes:
     buffer = io.BytesIO()
     durations = [duration_ms] * (len(pictures) - 1) + [1500]  # linger on the result
     pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=durations, loop=0)
     return buffer.getvalue()
 
 
-def show_animation(frames: list, nrow: int = 8, duration_ms: int = 80, captions: list[str] | None = None, width: int = 480):
-    """Display the GIF of `animation_gif` in a notebook, `width` pixels wide on screen."""
+def display_gif(data: bytes, width: int) -> None:
     import base64
 
     from IPython.display import HTML, display
 
-    data = base64.b64encode(animation_gif(frames, nrow, duration_ms, captions)).decode()
-    html = HTML(f'<img src="data:image/gif;base64,{data}" style="width:{width}px; image-rendering:pixelated">')
-    display(html)
+    encoded = base64.b64encode(data).decode()
+    display(HTML(f'<img src="data:image/gif;base64,{encoded}" style="width:{width}px; image-rendering:pixelated">'))
+
+
+def show_animation(frames: list, nrow: int = 8, duration_ms: int = 80, captions: list[str] | None = None, width: int = 480):
+    """Display the GIF of `animation_gif` in a notebook, `width` pixels wide on screen."""
+    display_gif(animation_gif(frames, nrow, duration_ms, captions), width)
+
+
+def points_gif(frames: list, limit: float = 2.5, size: int = 200, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
+    """A GIF of 2-D point clouds, each frame (N, 2) with coordinates in [-limit, limit]: one dark pixel per point."""
+    if not frames:
+        raise ValueError("no frames to animate")
+    if len(frames) > MAX_ANIMATION_FRAMES:
+        keep = np.linspace(0, len(frames) - 1, MAX_ANIMATION_FRAMES).round().astype(int)
+        frames = [frames[i] for i in keep]
+        captions = [captions[i] for i in keep] if captions else None
+    from PIL import ImageDraw
+
+    pictures = []
+    for i, points in enumerate(frames):
+        points = np.asarray(points.cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise ValueError(f"each frame must be (N, 2) points, got shape {points.shape}")
+        canvas = np.full((size, size, 3), 255, np.uint8)
+        pixels = ((points / limit + 1) / 2 * (size - 1)).round().astype(int)
+        inside = (pixels >= 0).all(1) & (pixels < size).all(1)
+        canvas[size - 1 - pixels[inside, 1], pixels[inside, 0]] = (30, 60, 160)  # y grows upwards
+        picture = Image.fromarray(canvas)
+        if captions:
+            ImageDraw.Draw(picture).text((3, 2), captions[i], fill=(0, 0, 0))
+        pictures.append(picture)
+    return gif_bytes(pictures, duration_ms)
+
+
+def show_points_animation(frames: list, limit: float = 2.5, duration_ms: int = 80, captions: list[str] | None = None, width: int = 360):
+    """Display the GIF of `points_gif` in a notebook."""
+    display_gif(points_gif(frames, limit, duration_ms=duration_ms, captions=captions), width)

@@ -54,7 +54,8 @@ class NoiseSchedule(nn.Module):
 
     Buffers travel with .to(device) and are indexed by integer timesteps t of
     shape (B,), giving (B,) values; `at(name, t)` reshapes them to (B, 1, 1, 1)
-    so they broadcast against images.
+    so they broadcast against images (`ndim` picks another rank, such as
+    (B, 1) for the 2-D points of Lab 2's warm-up).
     """
 
     def __init__(self, T: int = 500, kind: str = "cosine", dtype: torch.dtype = torch.float32):
@@ -84,10 +85,10 @@ class NoiseSchedule(nn.Module):
         """The (T+1,) tensors a DDPM step needs, by name: betas, alphas, alpha_bars, posterior_variance."""
         return {name: getattr(self, name) for name in ("betas", "alphas", "alpha_bars", "posterior_variance")}
 
-    def at(self, name: str, t: torch.Tensor) -> torch.Tensor:
-        """Gather quantity `name` at integer timesteps t (B,) as (B, 1, 1, 1)."""
+    def at(self, name: str, t: torch.Tensor, ndim: int = 4) -> torch.Tensor:
+        """Gather quantity `name` at integer timesteps t (B,) as (B, 1, 1, 1), or (B,) + (1,) * (ndim - 1)."""
         t = self.check_timesteps(t)
-        return getattr(self, name)[t].view(-1, 1, 1, 1)
+        return getattr(self, name)[t].view(-1, *[1] * (ndim - 1))
 
     def check_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32) or t.ndim != 1:
@@ -100,15 +101,15 @@ class NoiseSchedule(nn.Module):
         """Sample q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) with the given noise (eq. 4)."""
         if x0.shape != noise.shape:
             raise ValueError(f"x0 and noise must have the same shape, got {tuple(x0.shape)} and {tuple(noise.shape)}")
-        return self.at("sqrt_alpha_bars", t) * x0 + self.at("sqrt_one_minus_alpha_bars", t) * noise
+        return self.at("sqrt_alpha_bars", t, x0.ndim) * x0 + self.at("sqrt_one_minus_alpha_bars", t, x0.ndim) * noise
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Invert eq. 4 for x_0 given a noise estimate (Ho et al. eq. 15)."""
-        return (x_t - self.at("sqrt_one_minus_alpha_bars", t) * eps) / self.at("sqrt_alpha_bars", t)
+        return (x_t - self.at("sqrt_one_minus_alpha_bars", t, x_t.ndim) * eps) / self.at("sqrt_alpha_bars", t, x_t.ndim)
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The noise that takes x0 to x_t; safe at every t < T since sqrt(1 - abar_t) > 0 for t >= 1."""
-        return (x_t - self.at("sqrt_alpha_bars", t) * x0) / self.at("sqrt_one_minus_alpha_bars", t)
+        return (x_t - self.at("sqrt_alpha_bars", t, x_t.ndim) * x0) / self.at("sqrt_one_minus_alpha_bars", t, x_t.ndim)
 
     def extra_repr(self) -> str:
         return f"T={self.T}, kind={self.kind!r}"

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from shared.model import Denoiser
-from shared.plotting import MAX_ANIMATION_FRAMES, MAX_ANIMATION_PIXELS, animation_gif, grid_image
+from shared.plotting import MAX_ANIMATION_FRAMES, MAX_ANIMATION_PIXELS, animation_gif, grid_image, points_gif
 from shared.samplers import DDPMSampler, generate
 from shared.schedule import NoiseSchedule
 
@@ -63,3 +63,11 @@ def test_ddpm_step_needs_noise_except_at_the_end(tiny):
         sampler.step(x, 10, 9, x, None)
     with pytest.raises(ValueError, match="t_prev < t"):
         sampler.step(x, 10, 10, x, x)
+
+
+def test_points_animation_is_bounded_and_rejects_bad_frames():
+    frames = [torch.randn(300, 2) for _ in range(60)]
+    gif = Image.open(io.BytesIO(points_gif(frames, captions=[str(i) for i in range(60)])))
+    assert gif.n_frames == MAX_ANIMATION_FRAMES and max(gif.size) <= MAX_ANIMATION_PIXELS
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        points_gif([torch.randn(10, 3)])

@@ -83,3 +83,17 @@ def test_ddpm_timesteps_grid():
     assert short[0][0] == 500 and short[-1][1] == 0 and len(short) == 10
     with pytest.raises(ValueError, match="1..500"):
         sampler.timesteps(0)
+
+
+def test_schedule_broadcasts_against_points_as_well_as_images():
+    schedule = NoiseSchedule(100, "cosine", dtype=torch.float64)
+    points, noise = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    t = torch.tensor([1, 20, 50, 80, 100])
+    x_t = schedule.add_noise(points, t, noise)
+    abar = schedule.alpha_bars[t][:, None]
+    assert x_t.shape == (5, 2)
+    assert torch.allclose(x_t, abar.sqrt() * points + (1 - abar).sqrt() * noise)
+    assert torch.allclose(schedule.predict_x0(x_t, t, noise), points)
+    # the DDPM step works on points too (Lab 2's warm-up samples 2-D points with it)
+    x_prev, x0_hat = DDPMSampler(schedule).step(noise, 50, 49, x_t, torch.zeros_like(x_t))
+    assert x_prev.shape == (5, 2) and x0_hat.shape == (5, 2)
