@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 # nbgrader runs the `alembic` command of its environment, so its bin/ goes first on PATH.
 RUN := PATH="$(BIN):$$PATH"
 
@@ -19,14 +20,20 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
+# Test-only packages (pytest, diffusers as the samplers' reference), on top of the course's.
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	@touch $(TEST_STAMP)
+
 course: setup
 	PATH="$(BIN):$$PATH" $(BIN)/jupyter lab labs/
 
-test: setup
+test: $(TEST_STAMP)
 	$(RUN) $(BIN)/python -m pytest
 
 benchmark: setup
 	$(RUN) $(BIN)/python benchmarks/foundation.py
+	$(RUN) $(BIN)/python benchmarks/fast_sampling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

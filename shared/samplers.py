@@ -6,6 +6,20 @@ Every sampler has the same two methods, in the spirit of diffusers' schedulers:
 The network stays outside, so `generate` runs any sampler with any denoiser,
 and randomness comes in as arguments: `noise` for the step, a generator for
 the loop, so the same seed gives the same sprites.
+
+  ddpm       ancestral sampling (Ho et al. 2020), any sub-grid of steps
+  ddim       the deterministic sampler of Song, Meng & Ermon 2021 (eta = 0), or
+             with eta > 0 a family that reaches DDPM's noise at eta = 1
+  dpmsolver  DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep
+             solver of the same ODE as DDIM, written with the predicted x0
+
+Two grids of timesteps, both starting at t = T:
+  "time"    evenly spaced in t (diffusers calls this "trailing" spacing);
+  "logsnr"  evenly spaced in lambda = log(alpha / sigma) from T down to a small t,
+            then one last step to 0 (Lu et al. 2022 space their steps in lambda).
+DDPM uses the even grid; the deterministic samplers default to the log-SNR grid
+and to clipping x0_hat into [-1, 1] (diffusers' DDIM clips by default too): on
+the course's models that is what makes 10 to 25 steps enough (benchmarks/fast_sampling.py).
 """
 
 from __future__ import annotations
@@ -28,7 +42,68 @@ def split_prediction(model_output, prediction, schedule, x_t, t):
     raise ValueError(f"prediction must be 'eps' or 'x0', got {prediction!r}")
 
 
-class DDPMSampler:
+def half_log_snr(schedule: NoiseSchedule, t) -> torch.Tensor:
+    """lambda_t = log(alpha_t / sigma_t) = 0.5 log(abar_t / (1 - abar_t)), the time variable of DPM-Solver; t an int or tensor."""
+    return 0.5 * (schedule.alpha_bars[t].log() - schedule.one_minus_alpha_bars[t].log())
+
+
+SPACINGS = ("time", "logsnr")
+# The log-SNR grid spends its steps between these two: below lambda = -3.5 (abar < 0.001,
+# x_t holds under 3% of the image's amplitude; the course's schedule reaches it only in its
+# clipped last 9 steps) x_t is noise whatever t is, so the first step jumps there from T;
+# level 3 (abar_3 = 0.9996) is nearly clean, and the last step goes from there to 0.
+LOGSNR_FIRST = -3.5
+LOGSNR_LAST_LEVEL = 3
+
+
+def timestep_levels(schedule: NoiseSchedule, n_steps: int, spacing: str = "time") -> list[int]:
+    """n_steps + 1 integer levels from T down to 0, strictly decreasing."""
+    T = schedule.T
+    if not isinstance(n_steps, int) or not 1 <= n_steps <= T:
+        raise ValueError(f"n_steps must be an integer in 1..{T}, got {n_steps!r}")
+    if spacing == "time" or n_steps == 1:
+        return torch.linspace(T, 0, n_steps + 1).round().long().tolist()
+    if spacing != "logsnr":
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    lambdas = half_log_snr(schedule, torch.arange(1, T + 1)).double().cpu()  # lambda_1..lambda_T, decreasing in t
+    end = min(LOGSNR_LAST_LEVEL, T - n_steps + 1)
+    targets = torch.linspace(max(float(lambdas[-1]), LOGSNR_FIRST), float(lambdas[end - 1]), n_steps - 1)
+    levels = [T]
+    for i, target in enumerate(targets, start=1):  # nearest level, kept distinct, leaving room for the rest
+        nearest = int((lambdas - target).abs().argmin()) + 1
+        levels.append(max(min(nearest, levels[-1] - 1), n_steps - i))
+    return levels + [0]
+
+
+class Sampler:
+    """The timestep grid and argument checks that every sampler shares."""
+
+    name = "sampler"
+    deterministic = True
+
+    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = False, spacing: str = "time"):
+        if spacing not in SPACINGS:
+            raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+        self.schedule, self.clip_x0, self.spacing = schedule, clip_x0, spacing
+
+    def timesteps(self, n_steps: int | None = None) -> list[tuple[int, int]]:
+        """Pairs (t, t_prev) from T down to 0, n_steps of them (all T by default), on this sampler's grid."""
+        levels = timestep_levels(self.schedule, self.schedule.T if n_steps is None else n_steps, self.spacing)
+        return list(zip(levels[:-1], levels[1:]))
+
+    def x0_estimate(self, model_output, t: int, t_prev: int, x_t, prediction: str):
+        """(eps_hat, x0_hat) at step t, after checking the step; x0_hat clipped to [-1, 1] if asked."""
+        if not 0 <= t_prev < t <= self.schedule.T:
+            raise ValueError(f"need 0 <= t_prev < t <= {self.schedule.T}, got t={t}, t_prev={t_prev}")
+        batch = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+        eps_hat, x0_hat = split_prediction(model_output, prediction, self.schedule, x_t, batch)
+        if self.clip_x0:
+            x0_hat = x0_hat.clamp(-1, 1)
+            eps_hat = self.schedule.predict_eps(x_t, batch, x0_hat)
+        return eps_hat, x0_hat
+
+
+class DDPMSampler(Sampler):
     """Ancestral sampling (Ho et al. 2020, Algorithm 2), optionally on a shorter grid of timesteps.
 
     One step draws x_{t'} from q(x_{t'} | x_t, x0_hat), the Gaussian posterior of
@@ -42,26 +117,9 @@ class DDPMSampler:
     name = "ddpm"
     deterministic = False
 
-    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = False):
-        self.schedule, self.clip_x0 = schedule, clip_x0
-
-    def timesteps(self, n_steps: int | None = None) -> list[tuple[int, int]]:
-        """Pairs (t, t_prev) from T down to 0, n_steps of them, evenly spaced (all T by default)."""
-        T = self.schedule.T
-        n_steps = T if n_steps is None else n_steps
-        if not isinstance(n_steps, int) or not 1 <= n_steps <= T:
-            raise ValueError(f"n_steps must be an integer in 1..{T}, got {n_steps!r}")
-        grid = torch.linspace(T, 0, n_steps + 1).round().long().tolist()
-        return list(zip(grid[:-1], grid[1:]))
-
     def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):
         """x_t -> (x_{t_prev}, x0_hat); `noise` ~ N(0, I) like x_t, unused when t_prev = 0."""
-        if not 0 <= t_prev < t <= self.schedule.T:
-            raise ValueError(f"need 0 <= t_prev < t <= {self.schedule.T}, got t={t}, t_prev={t_prev}")
-        batch = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-        _, x0_hat = split_prediction(model_output, prediction, self.schedule, x_t, batch)
-        if self.clip_x0:
-            x0_hat = x0_hat.clamp(-1, 1)
+        _, x0_hat = self.x0_estimate(model_output, t, t_prev, x_t, prediction)
         s = self.schedule
         # Stored 1 - abar and alpha_t are more precise in float32 than differences and ratios.
         abar_prev, noise_t, noise_prev = s.alpha_bars[t_prev], s.one_minus_alpha_bars[t], s.one_minus_alpha_bars[t_prev]
@@ -79,10 +137,86 @@ class DDPMSampler:
         return mean + variance.sqrt() * noise, x0_hat
 
 
-SAMPLERS = {"ddpm": DDPMSampler}
+class DDIMSampler(Sampler):
+    """DDIM (Song, Meng & Ermon 2021, eq. 12): move x0_hat to the earlier noise level.
+
+        x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z,
+        sigma = eta * sqrt((1 - abar_t') / (1 - abar_t)) * sqrt(1 - abar_t / abar_t').
+
+    With eta = 0 there is no fresh noise: the same x_T always gives the same
+    sprite, whatever the number of steps. With eta = 1, sigma^2 is DDPM's
+    beta-tilde and the step is DDPM's (Song et al., sec. 4.1).
+    """
+
+    name = "ddim"
+
+    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_x0: bool = True, spacing: str = "logsnr"):
+        super().__init__(schedule, clip_x0, spacing)
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        self.eta = float(eta)
+        self.deterministic = self.eta == 0
+
+    def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):
+        eps_hat, x0_hat = self.x0_estimate(model_output, t, t_prev, x_t, prediction)
+        s = self.schedule
+        abar_prev = s.alpha_bars[t_prev]
+        variance = self.eta**2 * (s.one_minus_alpha_bars[t_prev] / s.one_minus_alpha_bars[t]) * (1 - s.alpha_bars[t] / abar_prev)
+        x_prev = abar_prev.sqrt() * x0_hat + (s.one_minus_alpha_bars[t_prev] - variance).clamp(min=0).sqrt() * eps_hat
+        if self.eta > 0 and t_prev > 0:
+            if noise is None or noise.shape != x_t.shape:
+                raise ValueError(f"DDIM with eta > 0 needs fresh noise shaped like x_t {tuple(x_t.shape)}, got {getattr(noise, 'shape', None)}")
+            x_prev = x_prev + variance.sqrt() * noise
+        return x_prev, x0_hat
 
 
-def make_sampler(name: str, schedule: NoiseSchedule) -> DDPMSampler:
+class DPMSolverSampler(Sampler):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), in the data-prediction form.
+
+    With alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t = log(alpha_t / sigma_t)
+    and h = lambda_t' - lambda_t, one step from t to t' is
+        x_{t'} = (sigma_t' / sigma_t) x_t - alpha_t' (e^{-h} - 1) D,
+    where D = x0_hat (first order, the same as DDIM) at the first step and
+        D = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_{previous},  r = h_previous / h,
+    afterwards: a linear extrapolation of x0_hat, reusing the last step's network
+    call, so second order costs nothing extra. The last step, to t' = 0 where
+    sigma = 0 and lambda is infinite, returns x0_hat (first order), as diffusers
+    does with final_sigmas_type="zero".
+
+    The sampler remembers the previous step's x0_hat; a step that does not
+    continue the last one (a new run) starts again at first order.
+    """
+
+    name = "dpmsolver"
+
+    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = True, spacing: str = "logsnr"):
+        super().__init__(schedule, clip_x0, spacing)
+        self.previous = None  # (t, t_prev, x0_hat) of the last step taken
+
+    def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):
+        _, x0_hat = self.x0_estimate(model_output, t, t_prev, x_t, prediction)
+        s = self.schedule
+        continues = self.previous is not None and self.previous[1] == t and self.previous[2].shape == x0_hat.shape
+        earlier = self.previous
+        self.previous = (t, t_prev, x0_hat)
+        if t_prev == 0:
+            return x0_hat, x0_hat
+        lam_t, lam_prev = half_log_snr(s, t), half_log_snr(s, t_prev)
+        h = lam_prev - lam_t
+        if continues:
+            r = (lam_t - half_log_snr(s, earlier[0])) / h
+            D = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * earlier[2]
+        else:
+            D = x0_hat
+        sigma_ratio = (s.one_minus_alpha_bars[t_prev] / s.one_minus_alpha_bars[t]).sqrt()
+        x_prev = sigma_ratio * x_t - s.sqrt_alpha_bars[t_prev] * torch.expm1(-h) * D
+        return x_prev, x0_hat
+
+
+SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpmsolver": DPMSolverSampler}
+
+
+def make_sampler(name: str, schedule: NoiseSchedule) -> Sampler:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
     return SAMPLERS[name](schedule)
@@ -101,7 +235,7 @@ def generate(
     model,
     schedule: NoiseSchedule,
     noise: torch.Tensor,
-    sampler: str | DDPMSampler = "ddpm",
+    sampler: str | Sampler = "ddpm",
     n_steps: int | None = None,
     contexts: torch.Tensor | None = None,
     generator: torch.Generator | None = None,

@@ -64,3 +64,14 @@ def test_runs_as_a_module_from_the_repository_root(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert out.exists() and out.with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver"])
+def test_fast_samplers_are_deterministic_and_close_to_their_long_runs(tmp_path, sampler):
+    """The same noise gives the same sprites at every seed-run, and few steps land near many (deterministic ODE)."""
+    few, _, _ = run(tmp_path, "--sampler", sampler, "--n", "4", "--seed", "2", name=f"{sampler}-default")
+    again, _, _ = run(tmp_path, "--sampler", sampler, "--n", "4", "--seed", "2", name=f"{sampler}-again")
+    many, _, _ = run(tmp_path, "--sampler", sampler, "--n", "4", "--seed", "2", "--steps", "100", name=f"{sampler}-100")
+    assert np.array_equal(few, again)
+    difference = np.abs(few.astype(float) - many.astype(float)).mean() / 255
+    assert difference < 0.1, f"{sampler}: default steps and 100 steps differ by {difference:.3f} per pixel"

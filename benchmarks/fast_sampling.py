@@ -1,0 +1,111 @@
+"""Fast sampling benchmark (Lab 4): DDIM and DPM-Solver++(2M) against 500-step DDPM, same model, same noise.
+
+Run alone (another torch process on the same cores slows both several-fold):
+    .venv/bin/python benchmarks/fast_sampling.py              # both models, N = 1000, about 15 min on 2 cores
+    .venv/bin/python benchmarks/fast_sampling.py --n 300 --models unconditional   # a quicker look
+
+For each sampler it prints:
+  time     seconds to sample `--batch` sprites (median of `--repeats` runs), and the
+           speed-up over DDPM-500 measured in this same run;
+  FD       Frechet distance of N samples to the held-out sprites (the course's
+           classifier), its ratio to DDPM-500's, and the real-vs-real floor at N;
+  ODE error  for the deterministic samplers at 20 steps: RMS distance of the
+           sprites to deterministic DDIM over all 500 steps from the same noise
+           (the solution both approximate).
+The targets of issue 5 are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from shared.data import GROUPS, context_vector  # noqa: E402
+from shared.metrics import SpriteMetrics  # noqa: E402
+from shared.samplers import generate  # noqa: E402
+from shared.schedule import NoiseSchedule  # noqa: E402
+from shared.weights import load_model  # noqa: E402
+
+CONFIGURATIONS = [("ddpm", 500), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("dpmsolver", 5), ("dpmsolver", 10), ("dpmsolver", 20)]
+TARGETS = {("ddim", 25): (15, 1.3), ("dpmsolver", 10): (40, 1.2)}  # speed-up at least, FD ratio at most
+
+
+def sample(model, schedule, noise, sampler, steps, contexts, seed=1, batch=250):
+    """Sprites from `noise` in batches (same noise, same fresh-noise seed for every sampler)."""
+    generator = torch.Generator().manual_seed(seed)
+    chunks = []
+    for i in range(0, len(noise), batch):
+        c = None if contexts is None else contexts[i : i + batch]
+        chunks.append(generate(model, schedule, noise[i : i + batch], sampler, steps, c, generator, progress=False).images)
+    return torch.cat(chunks)
+
+
+def benchmark(name, model, schedule, metrics, args):
+    contexts = None
+    if name == "context":  # groups in the held-out proportions, as the FD's reference set has them
+        labels = metrics.validation.labels[torch.randint(len(metrics.validation), (args.n,), generator=torch.Generator().manual_seed(0))]
+        contexts = torch.stack([context_vector(int(g)) for g in labels])
+    noise = torch.randn(args.n, 3, 16, 16, generator=torch.Generator().manual_seed(2020))
+    timing_noise = noise[: args.batch]
+    timing_contexts = None if contexts is None else contexts[: args.batch]
+    rows = {}
+    for sampler, steps in CONFIGURATIONS:
+        seconds = []
+        for _ in range(args.repeats if sampler != "ddpm" else max(1, args.repeats // 2)):
+            start = time.perf_counter()
+            generate(model, schedule, timing_noise, sampler, steps, timing_contexts, torch.Generator().manual_seed(1), progress=False)
+            seconds.append(time.perf_counter() - start)
+        images = sample(model, schedule, noise, sampler, steps, contexts)
+        rows[(sampler, steps)] = {"seconds": statistics.median(seconds), "fd": metrics.frechet(images)}
+        print(f"  {sampler:9s} {steps:3d} steps: {rows[(sampler, steps)]['seconds']:7.2f} s, FD {rows[(sampler, steps)]['fd']:.3f}", flush=True)
+    floor = metrics.real_floor(args.n)
+    base = rows[("ddpm", 500)]
+    print(f"\n{name}: {args.batch} sprites per timing, FD at N = {args.n} (real-vs-real floor {floor:.3f})")
+    print(f"  {'sampler':16s} {'time s':>8s} {'speed-up':>9s} {'FD':>7s} {'FD/DDPM':>8s}  target")
+    for (sampler, steps), row in rows.items():
+        speedup, ratio = base["seconds"] / row["seconds"], row["fd"] / base["fd"]
+        target = ""
+        if (sampler, steps) in TARGETS:
+            need_speed, need_ratio = TARGETS[(sampler, steps)]
+            met = speedup >= need_speed and ratio <= need_ratio
+            target = f">= {need_speed}x and <= {need_ratio}x: {'met' if met else 'NOT met'}"
+        print(f"  {sampler + '-' + str(steps):16s} {row['seconds']:8.2f} {speedup:8.1f}x {row['fd']:7.3f} {ratio:7.2f}x  {target}")
+
+    # ODE error at 20 steps against deterministic DDIM over all 500 steps, from the same noise.
+    probe_noise, probe_contexts = noise[: args.ode_n], None if contexts is None else contexts[: args.ode_n]
+    exact = sample(model, schedule, probe_noise, "ddim", 500, probe_contexts)
+    errors = {}
+    for sampler in ("ddim", "dpmsolver"):
+        approximate = sample(model, schedule, probe_noise, sampler, 20, probe_contexts)
+        errors[sampler] = (approximate - exact).pow(2).mean().sqrt().item()
+    ratio = errors["ddim"] / errors["dpmsolver"]
+    print(f"  ODE error at 20 steps (RMS vs DDIM-500, {args.ode_n} sprites): DDIM {errors['ddim']:.4f}, "
+          f"DPM-Solver++ {errors['dpmsolver']:.4f}, ratio {ratio:.1f}x (target >= 5x: {'met' if ratio >= 5 else 'NOT met'})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="samples per FD (default 1000)")
+    parser.add_argument("--batch", type=int, default=64, help="sprites per timed run (default 64)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per sampler; median reported (DDPM: half)")
+    parser.add_argument("--ode-n", type=int, default=64, help="sprites for the ODE-error comparison")
+    parser.add_argument("--models", nargs="+", default=["unconditional", "context"], choices=["unconditional", "context"])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    schedule = NoiseSchedule(500, "cosine")
+    metrics = SpriteMetrics(load_model("classifier"))
+    print(f"torch {torch.__version__}, {args.threads} threads; groups: {len(GROUPS)}")
+    for name in args.models:
+        print(f"\n== {name} ==")
+        benchmark(name, load_model(name).requires_grad_(False), schedule, metrics, args)
+
+
+if __name__ == "__main__":
+    main()
