@@ -33,15 +33,24 @@ def classifier_features(classifier, images: torch.Tensor, batch_size: int = 500)
     return torch.cat(chunks).double().numpy()
 
 
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) between two feature sets (N, d)."""
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, weights_b: np.ndarray | None = None) -> float:
+    """|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) between two feature sets (N, d).
+
+    weights_b (optional, summing to 1) weighs the rows of features_b, for example so
+    that every group of sprites counts equally.
+    """
     for features in (features_a, features_b):
         if features.ndim != 2 or features.shape[0] < 2:
             raise ValueError(f"features must be (N, d) with N >= 2, got shape {features.shape}")
     if features_a.shape[1] != features_b.shape[1]:
         raise ValueError(f"feature sizes differ: {features_a.shape[1]} and {features_b.shape[1]}")
-    mu_a, mu_b = features_a.mean(0), features_b.mean(0)
-    cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
+    mu_a, cov_a = features_a.mean(0), np.cov(features_a, rowvar=False)
+    if weights_b is None:
+        mu_b, cov_b = features_b.mean(0), np.cov(features_b, rowvar=False)
+    else:
+        mu_b = weights_b @ features_b
+        centred = features_b - mu_b
+        cov_b = (centred * weights_b[:, None]).T @ centred / (1 - (weights_b**2).sum())  # unbiased, like np.cov
     # Tr((S_a S_b)^1/2) through the symmetric S_a^1/2 S_b S_a^1/2, whose eigenvalues are
     # real and non-negative: stabler than a general matrix square root.
     values, vectors = np.linalg.eigh(cov_a)
@@ -59,16 +68,36 @@ class SpriteMetrics:
         self.train = load_sprites("train")
         self.validation_features = classifier_features(classifier, self.validation.images)
 
-    def frechet(self, images: torch.Tensor) -> float:
-        """FD between `images` and the held-out validation sprites."""
-        return frechet_distance(classifier_features(self.classifier, images), self.validation_features)
+    def frechet(self, images: torch.Tensor, balanced: bool = False) -> float:
+        """FD between `images` and the held-out validation sprites.
 
-    def real_floor(self, n: int, seed: int = 0) -> float:
-        """FD of n real training sprites against the validation sprites: the best a sample of n can score."""
+        balanced=True weighs the validation sprites so that every group counts equally:
+        the right reference for samples asked for in equal numbers per group
+        (People & Body alone is 59% of the sprites).
+        """
+        weights = None
+        if balanced:
+            counts = torch.bincount(self.validation.labels, minlength=len(GROUPS)).double()
+            weights = (1 / (len(GROUPS) * counts))[self.validation.labels].numpy()
+        return frechet_distance(classifier_features(self.classifier, images), self.validation_features, weights)
+
+    def real_floor(self, n: int, seed: int = 0, balanced: bool = False) -> float:
+        """FD of n real training sprites against the validation sprites: the best a sample of n can score.
+
+        balanced=True draws n // 9 sprites of every group and compares with balanced=True.
+        """
         if not 2 <= n <= len(self.train):
             raise ValueError(f"n must be in 2..{len(self.train)}, got {n}")
-        index = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n]
-        return self.frechet(self.train.images[index])
+        generator = torch.Generator().manual_seed(seed)
+        if not balanced:
+            index = torch.randperm(len(self.train), generator=generator)[:n]
+            return self.frechet(self.train.images[index])
+        per_group = max(1, n // len(GROUPS))
+        members = [torch.nonzero(self.train.labels == g).flatten() for g in range(len(GROUPS))]
+        if per_group > min(len(m) for m in members):
+            raise ValueError(f"a balanced floor needs at most {min(len(m) for m in members) * len(GROUPS)} sprites, got n = {n}")
+        index = torch.cat([m[torch.randperm(len(m), generator=generator)[:per_group]] for m in members])
+        return self.frechet(self.train.images[index], balanced=True)
 
     @torch.inference_mode()
     def predict_groups(self, images: torch.Tensor) -> torch.Tensor:

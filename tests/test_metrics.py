@@ -47,3 +47,13 @@ def test_near_copies(metrics):
     assert copies["share"] == 1.0 and copies["median_rms"] < 1e-6
     assert metrics.near_copies(torch.randn(50, 3, 16, 16))["share"] == 0
     assert torch.all(nearest_training_distance(metrics.train.images[:3], metrics.train.images) < 1e-6)
+
+
+def test_weighted_frechet_distance_equals_the_unweighted_one_with_equal_weights():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 4)), rng.normal(1.0, 2.0, size=(200, 4))
+    assert abs(frechet_distance(a, b, np.full(200, 1 / 200)) - frechet_distance(a, b)) < 1e-9
+    # weights that double the first half match repeating the first half
+    weights = np.r_[np.full(100, 2.0), np.full(100, 1.0)]
+    repeated = np.r_[b[:100], b[:100], b[100:]]
+    assert abs(frechet_distance(a, b, weights / weights.sum()) - frechet_distance(a, repeated)) < 0.05
