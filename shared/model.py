@@ -138,7 +138,8 @@ class Denoiser(nn.Module):
 
     def embed(self, t: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """Time embedding plus context embedding, (B, embed_dim); zero context rows get the learned null."""
-        emb = self.time_mlp(timestep_embedding(t, self.config.embed_dim, self.config.T))
+        features = timestep_embedding(t, self.config.embed_dim, self.config.T).to(self.no_context_embedding.dtype)
+        emb = self.time_mlp(features)
         null = self.no_context_embedding.expand_as(emb)
         if context is None:
             return emb + null
@@ -225,7 +226,7 @@ class SpriteClassifier(nn.Module):
         for i, stage in enumerate(self.stages):
             h = stage(h)
             if i == 0 and self.time_mlp is not None:
-                h = h + self.time_mlp(timestep_embedding(t, c.width, c.T))[:, :, None, None]
+                h = h + self.time_mlp(timestep_embedding(t, c.width, c.T).to(h.dtype))[:, :, None, None]
             if i < len(self.stages) - 1:
                 h = F.avg_pool2d(h, 2)
         return self.to_features(h.mean(dim=(2, 3)))

@@ -17,6 +17,7 @@ import torch
 
 from .data import GROUPS, context_vector, group_index, to_uint8
 from .device import pick_device
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance
 from .plotting import save_grid
 from .samplers import SAMPLERS, generate
 
@@ -34,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS), help="sampler (default: ddpm)")
     parser.add_argument("--steps", type=int, default=None, help="number of denoising steps (default: all T for ddpm, 25 for ddim, 10 for dpmsolver)")
     parser.add_argument("--label", default=None, help=f"group index 0-{len(GROUPS) - 1} or name, e.g. 'Food & Drink' or food; absent: unconditional")
+    parser.add_argument("--guidance", type=float, default=None, metavar="W",
+                        help="classifier-free guidance scale w >= 0 (with --label and context weights)")
+    parser.add_argument("--classifier-scale", type=float, default=None, metavar="S",
+                        help="classifier guidance scale s >= 0 towards --label, with the noise-aware 'guidance_classifier'")
     parser.add_argument("--out", type=Path, default=Path("samples.npz"), help="output .npz (default: samples.npz)")
     parser.add_argument("--grid", type=Path, default=None, help="output PNG grid (default: the .npz path with .png)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: CUDA, then MPS, then CPU")
@@ -59,14 +64,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--weights {args.weights!r} is a {entry['kind']}, not a denoiser; choose one of: "
                      + ", ".join(n for n in available_weights() if manifest_entry(n)["kind"] == "denoiser"))
     contexts, labels = None, np.full(args.n, -1, dtype=np.int64)
+    trained_with_context = entry.get("training", {}).get("p_uncond", 1) < 1
+    guided = args.guidance is not None or args.classifier_scale is not None
+    if args.guidance is not None and args.classifier_scale is not None:
+        parser.error("choose one of --guidance (classifier-free) and --classifier-scale (classifier guidance)")
+    for flag, value in (("--guidance", args.guidance), ("--classifier-scale", args.classifier_scale)):
+        if value is not None and not 0 <= value <= 100:
+            parser.error(f"{flag} must be between 0 and 100, got {value}")
+    if guided and args.label is None:
+        parser.error("guidance steers towards a group: give --label GROUP")
+    if args.guidance is not None and not trained_with_context:
+        parser.error(f"--guidance needs weights trained with context dropout, such as 'context'; {args.weights!r} was trained without context")
     if args.label is not None:
         try:
             label = group_index(args.label)
         except ValueError as error:
             parser.error(str(error))
-        if entry.get("training", {}).get("p_uncond", 0) >= 1:
-            parser.error(f"--weights {args.weights!r} was trained without context, so --label has no effect; use --weights context")
-        contexts = context_vector(label).repeat(args.n, 1)
+        if not trained_with_context and args.classifier_scale is None:
+            parser.error(f"--weights {args.weights!r} was trained without context, so --label has no effect; "
+                         "use --weights context, or --classifier-scale S to steer it with the guidance classifier")
+        if trained_with_context:
+            contexts = context_vector(label).repeat(args.n, 1)
         labels[:] = label
     T = entry["config"]["T"]
     if args.steps is None:
@@ -81,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     schedule = NoiseSchedule(T, entry.get("schedule", "cosine")).to(device)
+    if args.guidance is not None:
+        model = ClassifierFreeGuidance(model, args.guidance)
+    if args.classifier_scale is not None:
+        try:
+            classifier = load_model("guidance_classifier", device)
+        except WeightsError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        model = ClassifierGuidance(model, classifier, schedule, torch.as_tensor(labels, device=device), args.classifier_scale)
     generator = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(args.n, 3, 16, 16, generator=generator)
     start = time.perf_counter()

@@ -176,6 +176,14 @@ def train_classifier(run: ClassifierTraining, command: str) -> None:
     with torch.no_grad():
         t = torch.zeros(len(validation), dtype=torch.long) if run.noise_aware else None
         predicted = model(validation.images, t).argmax(1)
+        # A guidance classifier works on noisy sprites: report how well it still sees the group.
+        by_noise_level = {}
+        if run.noise_aware:
+            noise = torch.randn(validation.images.shape, generator=torch.Generator().manual_seed(1))
+            for level in (100, 200, 300, 400):
+                t_level = torch.full((len(validation),), level)
+                noisy = schedule.add_noise(validation.images, t_level, noise)
+                by_noise_level[level] = round(float((model(noisy, t_level).argmax(1) == validation.labels).float().mean()), 4)
     per_group = {
         GROUPS[g]: round(float((predicted[validation.labels == g] == g).float().mean()), 3) for g in range(len(GROUPS))
     }
@@ -187,9 +195,10 @@ def train_classifier(run: ClassifierTraining, command: str) -> None:
         "final_loss": round(sum(losses[-200:]) / len(losses[-200:]), 5),
         "validation_accuracy": round(accuracy, 4),
         "validation_accuracy_per_group": per_group,
+        **({"validation_accuracy_at_t": by_noise_level} if run.noise_aware else {}),
         "torch": torch.__version__,
     })
-    print(f"{run.name}: validation accuracy {accuracy:.3f}; per group {per_group}")
+    print(f"{run.name}: validation accuracy {accuracy:.3f}; per group {per_group}" + (f"; at t {by_noise_level}" if run.noise_aware else ""))
 
 
 def parse_arguments(argv: list[str]) -> tuple[str, dict]:

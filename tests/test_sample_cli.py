@@ -47,6 +47,10 @@ def test_label_by_name_with_context_weights(tmp_path):
         (["--steps", "0"], "--steps must be between 1 and 500"),
         (["--n", "0"], "--n must be between"),
         (["--out", "x.png"], "--out must end in .npz"),
+        (["--weights", "context", "--guidance", "2"], "give --label"),
+        (["--weights", "unconditional", "--label", "food", "--guidance", "2"], "needs weights trained with context dropout"),
+        (["--weights", "context", "--label", "food", "--guidance", "2", "--classifier-scale", "1"], "choose one of"),
+        (["--weights", "context", "--label", "food", "--guidance", "-1"], "--guidance must be between 0 and 100"),
     ],
 )
 def test_bad_options_exit_with_a_message(tmp_path, capsys, options, message):
@@ -75,3 +79,14 @@ def test_fast_samplers_are_deterministic_and_close_to_their_long_runs(tmp_path, 
     assert np.array_equal(few, again)
     difference = np.abs(few.astype(float) - many.astype(float)).mean() / 255
     assert difference < 0.1, f"{sampler}: default steps and 100 steps differ by {difference:.3f} per pixel"
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
+def test_guidance_flags_work_with_every_sampler(tmp_path, sampler):
+    free, labels, _ = run(tmp_path, "--weights", "context", "--label", "flags", "--guidance", "3", "--sampler", sampler,
+                          "--steps", "5", "--n", "2", name=f"cfg-{sampler}")
+    assert labels.tolist() == [8, 8] and free.shape == (2, 16, 16, 3)
+    steered, labels, _ = run(tmp_path, "--weights", "unconditional", "--label", "flags", "--classifier-scale", "5",
+                             "--sampler", sampler, "--steps", "5", "--n", "2", name=f"cg-{sampler}")
+    plain, _, _ = run(tmp_path, "--weights", "unconditional", "--sampler", sampler, "--steps", "5", "--n", "2", name=f"plain-{sampler}")
+    assert labels.tolist() == [8, 8] and not np.array_equal(steered, plain)

@@ -1,0 +1,79 @@
+"""Guidance: steering a denoiser towards a group, as wrappers that any sampler can run.
+
+Both wrappers look like a denoiser (same call, same `config`), so `generate`
+and every sampler use them unchanged.
+
+- Classifier-free guidance (Ho & Salimans 2022) contrasts the conditional and
+  the unconditional predictions of one network trained with context dropout:
+      eps = (1 + w) eps(x_t, c) - w eps(x_t, no context).
+  Both predictions come from one forward pass over a doubled batch, which pays
+  the fixed cost of a call once (the arithmetic still doubles).
+- Classifier guidance (Dhariwal & Nichol 2021) pushes the noise prediction
+  along the gradient of a noise-aware classifier's log p(y | x_t, t):
+      eps = eps(x_t) - s sqrt(1 - abar_t) grad_x log p(y | x_t, t).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import check_contexts
+from .schedule import NoiseSchedule
+
+
+class ClassifierFreeGuidance(nn.Module):
+    """A context model guided with scale w >= 0 (w = 0: the plain conditional model)."""
+
+    def __init__(self, model: nn.Module, scale: float):
+        super().__init__()
+        if not scale >= 0:
+            raise ValueError(f"the guidance scale must be >= 0, got {scale}")
+        self.model, self.scale = model, float(scale)
+        self.config = model.config
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if context is None:
+            raise ValueError("classifier-free guidance needs contexts (B, 9): which groups to steer towards")
+        check_contexts(context, x.shape[0])
+        if self.scale == 0:
+            return self.model(x, t, context)
+        both = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([context, torch.zeros_like(context)]))
+        conditional, unconditional = both.chunk(2)
+        return (1 + self.scale) * conditional - self.scale * unconditional
+
+
+class ClassifierGuidance(nn.Module):
+    """A denoiser guided by a noise-aware classifier towards `labels` (B,), with scale s >= 0."""
+
+    def __init__(self, model: nn.Module, classifier: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor, scale: float):
+        super().__init__()
+        if not getattr(classifier.config, "noise_aware", False):
+            raise ValueError("classifier guidance needs a noise-aware classifier (one that takes t), such as 'guidance_classifier'")
+        if not scale >= 0:
+            raise ValueError(f"the guidance scale must be >= 0, got {scale}")
+        if model.config.prediction != "eps":
+            raise ValueError("classifier guidance here corrects a noise prediction: the model must predict eps")
+        self.model, self.classifier, self.schedule, self.scale = model, classifier, schedule, float(scale)
+        self.register_buffer("labels", labels.long(), persistent=False)
+        self.config = model.config
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if x.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"got {x.shape[0]} images but {self.labels.shape[0]} labels to guide towards")
+        eps = self.model(x, t, context)
+        if self.scale == 0:
+            return eps
+        gradient = log_probability_gradient(self.classifier, x, t, self.labels)
+        return eps - self.scale * self.schedule.at("sqrt_one_minus_alpha_bars", t) * gradient
+
+
+def log_probability_gradient(classifier: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """grad_x log p(labels | x, t) for each image, by autograd; works inside torch.inference_mode."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)  # a normal tensor, even if x was made in inference mode
+        log_p = F.log_softmax(classifier(x, t.clone()), dim=1)
+        chosen = log_p[torch.arange(len(labels), device=x.device), labels.to(x.device)].sum()  # images are independent
+        (gradient,) = torch.autograd.grad(chosen, x)
+    return gradient
