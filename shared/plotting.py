@@ -74,14 +74,20 @@ def show_grid(images, nrow: int = 8, title: str | None = None, row_labels: list[
     plt.show()  # returns nothing, so a notebook does not draw the figure twice
 
 
-def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
-    """A looping GIF of a list of image batches (each a tensor or uint8 array), at most 40 frames, enlarged only up to 200 px."""
+def bounded_frames(frames: list, captions: list[str] | None) -> tuple[list, list[str] | None]:
+    """At most MAX_ANIMATION_FRAMES evenly spaced frames (first and last kept), with their captions."""
     if not frames:
         raise ValueError("no frames to animate")
     if len(frames) > MAX_ANIMATION_FRAMES:
         keep = np.linspace(0, len(frames) - 1, MAX_ANIMATION_FRAMES).round().astype(int)
         frames = [frames[i] for i in keep]
         captions = [captions[i] for i in keep] if captions else None
+    return frames, captions
+
+
+def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
+    """A looping GIF of a list of image batches (each a tensor or uint8 array), at most 40 frames, enlarged only up to 200 px."""
+    frames, captions = bounded_frames(frames, captions)
     grids = [grid_image(frame, nrow) for frame in frames]
     upscale = max(1, MAX_ANIMATION_PIXELS // max(grids[0].shape[:2]))
     pictures = [Image.fromarray(grid.repeat(upscale, 0).repeat(upscale, 1)) for grid in grids]
@@ -120,12 +126,7 @@ def show_animation(frames: list, nrow: int = 8, duration_ms: int = 80, captions:
 
 def points_gif(frames: list, limit: float = 2.5, size: int = 200, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
     """A GIF of 2-D point clouds, each frame (N, 2) with coordinates in [-limit, limit]: one dark pixel per point."""
-    if not frames:
-        raise ValueError("no frames to animate")
-    if len(frames) > MAX_ANIMATION_FRAMES:
-        keep = np.linspace(0, len(frames) - 1, MAX_ANIMATION_FRAMES).round().astype(int)
-        frames = [frames[i] for i in keep]
-        captions = [captions[i] for i in keep] if captions else None
+    frames, captions = bounded_frames(frames, captions)
     from PIL import ImageDraw
 
     pictures = []

@@ -55,19 +55,24 @@ def test_grids_match_diffusers_trailing_spacing(schedule):
         assert ours == diffusers_scheduler(diffusers.DDIMScheduler, schedule, n_steps).timesteps.tolist()
 
 
-@pytest.mark.parametrize("n_steps", [10, 25])
-def test_ddim_matches_diffusers(schedule, n_steps):
-    ours = DDIMSampler(schedule, clip_x0=False, spacing="time")
-    theirs = diffusers_scheduler(diffusers.DDIMScheduler, schedule, n_steps, clip_sample=False, set_alpha_to_one=True)
-    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+def assert_deterministic_steps_match(ours, theirs, schedule, n_steps, seed, name):
+    """Run ours and diffusers' scheduler side by side on the same model outputs; compare after every step."""
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     x_theirs = x.clone()
-    model = FakeModel(schedule, seed=0)
+    model = FakeModel(schedule, seed=seed + 1)
     for (t, t_prev), k in zip(ours.timesteps(n_steps), theirs.timesteps):
         assert int(k) == t - 1
         output = model(x, t)
         x, _ = ours.step(output, t, t_prev, x)
         x_theirs = theirs.step(output, int(k), x_theirs).prev_sample
-        assert torch.allclose(x, x_theirs, atol=1e-4, rtol=0), f"DDIM differs at t={t}"
+        assert torch.allclose(x, x_theirs.double(), atol=1e-4, rtol=0), f"{name} differs at t={t}"
+
+
+@pytest.mark.parametrize("n_steps", [10, 25])
+def test_ddim_matches_diffusers(schedule, n_steps):
+    ours = DDIMSampler(schedule, clip_x0=False, spacing="time")
+    theirs = diffusers_scheduler(diffusers.DDIMScheduler, schedule, n_steps, clip_sample=False, set_alpha_to_one=True)
+    assert_deterministic_steps_match(ours, theirs, schedule, n_steps, seed=1, name="DDIM")
 
 
 def test_ddim_with_eta_matches_diffusers(schedule):
@@ -113,15 +118,7 @@ def test_dpm_solver_matches_diffusers(schedule, n_steps):
         diffusers.DPMSolverMultistepScheduler, schedule, n_steps,
         algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", final_sigmas_type="zero",
     )
-    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    x_theirs = x.clone()
-    model = FakeModel(schedule, seed=8)
-    for (t, t_prev), k in zip(ours.timesteps(n_steps), theirs.timesteps):
-        assert int(k) == t - 1
-        output = model(x, t)
-        x, _ = ours.step(output, t, t_prev, x)
-        x_theirs = theirs.step(output, int(k), x_theirs).prev_sample
-        assert torch.allclose(x, x_theirs.double(), atol=1e-4, rtol=0), f"DPM-Solver++(2M) differs at t={t}"
+    assert_deterministic_steps_match(ours, theirs, schedule, n_steps, seed=7, name="DPM-Solver++(2M)")
 
 
 def test_logsnr_grid_is_strictly_decreasing_for_every_step_count(schedule):
