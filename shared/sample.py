@@ -17,14 +17,15 @@ import torch
 
 from .data import GROUPS, context_vector, group_index, to_uint8
 from .device import pick_device
+from .distill import student_sampler
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance
 from .plotting import save_grid
 from .samplers import SAMPLERS, generate
+from .schedule import NoiseSchedule
+from .weights import WeightsError, available_weights, load_model, manifest_entry
 
 # Few steps suffice for the deterministic samplers (see Lab 4); DDPM needs them all.
 DEFAULT_STEPS = {"ddpm": None, "ddim": 25, "dpmsolver": 10}
-from .schedule import NoiseSchedule
-from .weights import WeightsError, available_weights, load_model, manifest_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="unconditional", help="name in weights/manifest.json (default: unconditional)")
     parser.add_argument("--n", type=int, default=64, help="number of sprites (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--sampler", default="ddpm", choices=sorted(SAMPLERS), help="sampler (default: ddpm)")
-    parser.add_argument("--steps", type=int, default=None, help="number of denoising steps (default: all T for ddpm, 25 for ddim, 10 for dpmsolver)")
+    parser.add_argument("--sampler", default=None, choices=sorted(SAMPLERS),
+                        help="sampler (default: ddpm; a distilled student always uses its own DDIM grid)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="number of denoising steps (default: all T for ddpm, 25 for ddim, 10 for dpmsolver, a student's own count)")
     parser.add_argument("--label", default=None, help=f"group index 0-{len(GROUPS) - 1} or name, e.g. 'Food & Drink' or food; absent: unconditional")
     parser.add_argument("--guidance", type=float, default=None, metavar="W",
                         help="classifier-free guidance scale w >= 0 (with --label and context weights)")
@@ -63,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     if entry["kind"] != "denoiser":
         parser.error(f"--weights {args.weights!r} is a {entry['kind']}, not a denoiser; choose one of: "
                      + ", ".join(n for n in available_weights() if manifest_entry(n)["kind"] == "denoiser"))
+    student = entry.get("sampling")
+    if student is not None:
+        own_steps = len(student["levels"]) - 1
+        if args.sampler not in (None, student["sampler"]) or args.steps not in (None, own_steps):
+            parser.error(f"--weights {args.weights!r} is a distilled {own_steps}-step student: it samples only on its own grid "
+                         f"({student['sampler']}, {own_steps} steps); leave out --sampler and --steps")
+        if args.guidance is not None or args.classifier_scale is not None or args.label is not None:
+            parser.error(f"--weights {args.weights!r} is an unconditional distilled student: --label and guidance do not apply")
+    args.sampler = args.sampler or "ddpm"
     contexts, labels = None, np.full(args.n, -1, dtype=np.int64)
     trained_with_context = entry.get("training", {}).get("p_uncond", 1) < 1
     guided = args.guidance is not None or args.classifier_scale is not None
@@ -87,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             contexts = context_vector(label).repeat(args.n, 1)
         labels[:] = label
     T = entry["config"]["T"]
-    if args.steps is None:
+    if student is not None:
+        args.steps = len(student["levels"]) - 1
+    elif args.steps is None:
         args.steps = DEFAULT_STEPS[args.sampler]
     if args.steps is not None and not 1 <= args.steps <= T:
         parser.error(f"--steps must be between 1 and {T}, got {args.steps}")
@@ -111,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(args.n, 3, 16, 16, generator=generator)
     start = time.perf_counter()
-    run = generate(model, schedule, noise, args.sampler, args.steps, contexts, generator, progress=not args.quiet)
+    sampler = student_sampler(entry, schedule) if student is not None else args.sampler
+    run = generate(model, schedule, noise, sampler, args.steps, contexts, generator, progress=not args.quiet)
     seconds = time.perf_counter() - start
     images = to_uint8(run.images)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,12 +34,21 @@ from .schedule import NoiseSchedule
 
 
 def split_prediction(model_output, prediction, schedule, x_t, t):
-    """(eps_hat, x0_hat) from whatever the network predicts ("eps" or "x0"), at integer timesteps t (B,)."""
+    """(eps_hat, x0_hat) from whatever the network predicts ("eps", "x0" or "v"), at integer timesteps t (B,).
+
+    v = alpha_t eps - sigma_t x0 (Salimans & Ho 2022, with alpha_t = sqrt(abar_t) and
+    sigma_t = sqrt(1 - abar_t)); since alpha^2 + sigma^2 = 1 it inverts without
+    dividing: x0 = alpha x_t - sigma v and eps = sigma x_t + alpha v, well defined
+    at every t, which is why distilled students predict v.
+    """
     if prediction == "eps":
         return model_output, schedule.predict_x0(x_t, t, model_output)
     if prediction == "x0":
         return schedule.predict_eps(x_t, t, model_output), model_output
-    raise ValueError(f"prediction must be 'eps' or 'x0', got {prediction!r}")
+    if prediction == "v":
+        alpha, sigma = schedule.at("sqrt_alpha_bars", t, x_t.ndim), schedule.at("sqrt_one_minus_alpha_bars", t, x_t.ndim)
+        return sigma * x_t + alpha * model_output, alpha * x_t - sigma * model_output
+    raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
 
 
 def half_log_snr(schedule: NoiseSchedule, t) -> torch.Tensor:
@@ -75,20 +84,37 @@ def timestep_levels(schedule: NoiseSchedule, n_steps: int, spacing: str = "time"
     return levels + [0]
 
 
+def check_levels(levels, T: int) -> list[int]:
+    """A fixed grid of timesteps: integers strictly decreasing from T to 0."""
+    levels = [int(t) for t in levels]
+    if len(levels) < 2 or levels[0] != T or levels[-1] != 0 or any(a <= b for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"levels must decrease strictly from T = {T} to 0, got {levels}")
+    return levels
+
+
 class Sampler:
     """The timestep grid and argument checks that every sampler shares."""
 
     name = "sampler"
     deterministic = True
 
-    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = False, spacing: str = "time"):
+    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = False, spacing: str = "time", levels: list[int] | None = None):
         if spacing not in SPACINGS:
             raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
         self.schedule, self.clip_x0, self.spacing = schedule, clip_x0, spacing
+        self.levels = None if levels is None else check_levels(levels, schedule.T)
 
     def timesteps(self, n_steps: int | None = None) -> list[tuple[int, int]]:
-        """Pairs (t, t_prev) from T down to 0, n_steps of them (all T by default), on this sampler's grid."""
-        levels = timestep_levels(self.schedule, self.schedule.T if n_steps is None else n_steps, self.spacing)
+        """Pairs (t, t_prev) from T down to 0, n_steps of them (all T by default), on this sampler's grid.
+
+        A sampler made with fixed `levels` (a distilled student's own grid) only runs those.
+        """
+        if self.levels is not None:
+            if n_steps not in (None, len(self.levels) - 1):
+                raise ValueError(f"this sampler runs its fixed grid of {len(self.levels) - 1} steps {self.levels}, not {n_steps}")
+            levels = self.levels
+        else:
+            levels = timestep_levels(self.schedule, self.schedule.T if n_steps is None else n_steps, self.spacing)
         return list(zip(levels[:-1], levels[1:]))
 
     def x0_estimate(self, model_output, t: int, t_prev: int, x_t, prediction: str):
@@ -150,8 +176,8 @@ class DDIMSampler(Sampler):
 
     name = "ddim"
 
-    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_x0: bool = True, spacing: str = "logsnr"):
-        super().__init__(schedule, clip_x0, spacing)
+    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_x0: bool = True, spacing: str = "logsnr", levels=None):
+        super().__init__(schedule, clip_x0, spacing, levels)
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
         self.eta = float(eta)
@@ -189,8 +215,8 @@ class DPMSolverSampler(Sampler):
 
     name = "dpmsolver"
 
-    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = True, spacing: str = "logsnr"):
-        super().__init__(schedule, clip_x0, spacing)
+    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = True, spacing: str = "logsnr", levels=None):
+        super().__init__(schedule, clip_x0, spacing, levels)
         self.previous = None  # (t, t_prev, x0_hat) of the last step taken
 
     def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):

@@ -72,7 +72,10 @@ def denoising_loss(model, schedule, x0, contexts, t, noise, drop_context):
     x_t = schedule.add_noise(x0, t, noise)
     contexts = contexts * (~drop_context).float()[:, None]
     prediction = model(x_t, t, contexts)
-    target = {"eps": noise, "x0": x0}[model.config.prediction]
+    if model.config.prediction == "v":  # v = alpha_t eps - sigma_t x0 (Salimans & Ho 2022)
+        target = schedule.at("sqrt_alpha_bars", t) * noise - schedule.at("sqrt_one_minus_alpha_bars", t) * x0
+    else:
+        target = {"eps": noise, "x0": x0}[model.config.prediction]
     return F.mse_loss(prediction, target)
 
 
@@ -214,7 +217,7 @@ def parse_arguments(argv: list[str]) -> tuple[str, dict]:
             elif isinstance(value, list):
                 p.add_argument(flag, type=lambda s: [int(v) for v in s.split(",") if v], default=value)
             elif isinstance(value, dict):
-                p.add_argument("--prediction", choices=["eps", "x0"], default="eps")
+                p.add_argument("--prediction", choices=["eps", "x0", "v"], default="eps")
             else:
                 p.add_argument(flag, type=type(value), default=value)
     args = vars(parser.parse_args(argv))

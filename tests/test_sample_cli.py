@@ -51,6 +51,9 @@ def test_label_by_name_with_context_weights(tmp_path):
         (["--weights", "unconditional", "--label", "food", "--guidance", "2"], "needs weights trained with context dropout"),
         (["--weights", "context", "--label", "food", "--guidance", "2", "--classifier-scale", "1"], "choose one of"),
         (["--weights", "context", "--label", "food", "--guidance", "-1"], "--guidance must be between 0 and 100"),
+        (["--weights", "progressive_4step", "--steps", "10"], "distilled 4-step student"),
+        (["--weights", "knowledge_1step", "--sampler", "ddpm"], "leave out --sampler and --steps"),
+        (["--weights", "progressive_2step", "--label", "food"], "unconditional distilled student"),
     ],
 )
 def test_bad_options_exit_with_a_message(tmp_path, capsys, options, message):
@@ -90,3 +93,13 @@ def test_guidance_flags_work_with_every_sampler(tmp_path, sampler):
                              "--sampler", sampler, "--steps", "5", "--n", "2", name=f"cg-{sampler}")
     plain, _, _ = run(tmp_path, "--weights", "unconditional", "--sampler", sampler, "--steps", "5", "--n", "2", name=f"plain-{sampler}")
     assert labels.tolist() == [8, 8] and not np.array_equal(steered, plain)
+
+
+@pytest.mark.parametrize("student", ["progressive_8step", "progressive_4step", "progressive_2step", "progressive_1step", "knowledge_1step"])
+def test_every_student_samples_with_its_own_step_count(tmp_path, capsys, student):
+    images, labels, grid = run(tmp_path, "--weights", student, "--n", "8")
+    steps = int(student.split("_")[1][0])
+    assert images.shape == (8, 16, 16, 3) and (labels == -1).all() and grid.exists()
+    assert f"with ddim ({steps} steps)" in capsys.readouterr().out
+    again, _, _ = run(tmp_path, "--weights", student, "--n", "8", "--sampler", "ddim", "--steps", str(steps), name="again")
+    assert (again == images).all()

@@ -1,0 +1,266 @@
+"""Distillation: students that sample in 1 to 8 steps (Lab 6).
+
+  python -m shared.distill knowledge   --name knowledge_1step               # Luhman & Luhman 2021
+  python -m shared.distill progressive --rounds 8,4,2,1                     # Salimans & Ho 2022
+
+Knowledge distillation runs the deterministic teacher (DPM-Solver++ from Lab 4)
+from many noises to their sprites once, then teaches a student to jump from a
+noise to its sprite in one network call.
+
+Progressive distillation halves the number of steps per round. In a round the
+student, starting from its teacher's weights, learns to land with one DDIM step
+where the teacher lands with two. The first round's teacher is the base model
+itself, which takes each of its "steps" as a few DPM-Solver++ steps (a finer,
+more accurate grid); every later round's teacher is the previous student.
+
+Students are ordinary `Denoiser`s that predict v rather than the noise: turning
+a noise prediction into a sprite divides by sqrt(abar_t), 0.01 at t = T, which
+would blow up a one-step student's every error a hundredfold. Each starts from
+its teacher's weights. A student runs only on its own grid of timesteps, saved
+in its manifest entry under "sampling"; `student_sampler` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import load_sprites
+from .device import pick_device
+from .model import Denoiser, DenoiserConfig
+from .samplers import DDIMSampler, DPMSolverSampler, generate, timestep_levels
+from .schedule import NoiseSchedule
+from .train import learning_rate, update_ema
+from .weights import load_model, manifest_entry, save_model
+
+
+def student_sampler(entry: dict, schedule: NoiseSchedule) -> DDIMSampler:
+    """The sampler a distilled student was trained for: deterministic DDIM on its own grid, no clipping."""
+    sampling = entry.get("sampling")
+    if sampling is None:
+        raise ValueError("these weights are not a distilled student (no 'sampling' in their manifest entry)")
+    return DDIMSampler(schedule, clip_x0=sampling["clip_x0"], levels=sampling["levels"])
+
+
+def make_student(teacher: Denoiser) -> Denoiser:
+    """A copy of the teacher with the same weights that predicts v."""
+    config = DenoiserConfig(**{**teacher.config.to_dict(), "prediction": "v"})
+    student = Denoiser(config).to(next(teacher.parameters()).device)
+    student.load_state_dict(teacher.state_dict())
+    return student.train()
+
+
+def sigma_alpha(schedule: NoiseSchedule, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return schedule.sqrt_one_minus_alpha_bars[t], schedule.sqrt_alpha_bars[t]
+
+
+def ddim_x0_target(schedule: NoiseSchedule, x_t: torch.Tensor, t: int, x_target: torch.Tensor, t_target: int) -> torch.Tensor:
+    """The x0 that makes one deterministic DDIM step from (x_t, t) land exactly on x_target at t_target.
+
+    One DDIM step is x_t' = alpha' x0 + sigma' (x_t - alpha x0) / sigma; solved for x0 (Salimans & Ho, Algorithm 2).
+    """
+    if t_target == 0:
+        return x_target
+    (sigma, alpha), (sigma_next, alpha_next) = sigma_alpha(schedule, t), sigma_alpha(schedule, t_target)
+    ratio = sigma_next / sigma
+    return (x_target - ratio * x_t) / (alpha_next - ratio * alpha)
+
+
+@torch.no_grad()
+def run_teacher(teacher, sampler, levels: list[int], x: torch.Tensor) -> torch.Tensor:
+    """The teacher's deterministic path from x at levels[0] through each of `levels` in turn."""
+    if hasattr(sampler, "previous"):
+        sampler.previous = None  # a multistep solver starts each segment afresh
+    for t, t_next in zip(levels[:-1], levels[1:]):
+        output = teacher(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
+        x, _ = sampler.step(output, t, t_next, x, prediction=teacher.config.prediction)
+    return x
+
+
+def predicted_x0(model, schedule, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x0_hat of a v-predicting student at per-row timesteps t (B,)."""
+    v = model(x_t, t)
+    return schedule.at("sqrt_alpha_bars", t) * x_t - schedule.at("sqrt_one_minus_alpha_bars", t) * v
+
+
+@dataclass
+class Distillation:
+    name: str
+    method: str  # "knowledge" or "progressive"
+    teacher: str = "unconditional"
+    steps: int = 700  # optimisation steps (per round for progressive)
+    batch_size: int = 128
+    lr: float = 5e-4
+    warmup_steps: int = 50
+    ema_decay: float = 0.995
+    base_steps: int = 32  # progressive from a base model: DPM-Solver++ steps of the finest grid
+    pairs: int = 16384  # knowledge: (noise, teacher sprite) pairs
+    pair_steps: int = 20  # knowledge: DPM-Solver++ steps that make each teacher sprite
+    seed: int = 0
+    threads: int = 2
+
+
+def fit(student, run: Distillation, loss_of_batch, desc: str):
+    """Adam with warm-up and cosine decay; returns the EMA of the student, the mean final loss and the seconds taken."""
+    ema = copy.deepcopy(student).eval()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=run.lr, weight_decay=0.0)
+    losses, start = [], time.perf_counter()
+    for step in (progress := tqdm(range(run.steps), desc=desc)):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, run.steps, run.lr, run.warmup_steps)
+        loss = loss_of_batch(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        # A short average at first, so the EMA leaves the teacher's weights (a different parametrisation) behind quickly.
+        update_ema(ema, student, min(run.ema_decay, (1 + step) / (10 + step)))
+        losses.append(loss.item())
+        if step % 25 == 0:
+            progress.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}")
+    final = sum(losses[-100:]) / len(losses[-100:])
+    return ema, round(final, 6), round(time.perf_counter() - start, 1)
+
+
+def distill_knowledge(run: Distillation, command: str) -> None:
+    device = pick_device()
+    teacher = load_model(run.teacher, device).requires_grad_(False)
+    schedule = NoiseSchedule(teacher.config.T, manifest_entry(run.teacher).get("schedule", "cosine")).to(device)
+    generator = torch.Generator().manual_seed(run.seed)
+    noise = torch.randn(run.pairs, 3, 16, 16, generator=generator)
+    start = time.perf_counter()
+    samples = torch.cat([
+        generate(teacher, schedule, noise[i : i + 512], "dpmsolver", run.pair_steps, progress=False).images
+        for i in tqdm(range(0, run.pairs, 512), desc="teacher pairs")
+    ])
+    pair_seconds = time.perf_counter() - start
+    noise, samples = noise.to(device), samples.to(device)
+    student = make_student(teacher)
+    T = schedule.T
+
+    def loss_of_batch(step):
+        index = torch.randint(run.pairs, (run.batch_size,), generator=generator).to(device)
+        t = torch.full((run.batch_size,), T, dtype=torch.long, device=device)
+        return F.mse_loss(predicted_x0(student, schedule, noise[index], t), samples[index])
+
+    ema, final, seconds = fit(student, run, loss_of_batch, f"distilling {run.name}")
+    save_model(ema, run.name, "denoiser", {
+        "train_command": command,
+        "training": asdict(run),
+        "schedule": schedule.kind,
+        "sampling": {"sampler": "ddim", "levels": [T, 0], "clip_x0": False},
+        "training_time_s": round(seconds + pair_seconds, 1),
+        "final_loss": final,
+        "device": str(device),
+        "torch": torch.__version__,
+    })
+    print(f"{run.name}: {run.pairs} pairs in {pair_seconds:.0f} s, {run.steps} steps in {seconds:.0f} s, final loss {final:.4f}")
+
+
+def progressive_round(teacher, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device):
+    """One round: a student on every (len(teacher_levels)-1)/n_student-th teacher level, matching the teacher between them."""
+    n_teacher = len(teacher_levels) - 1
+    if n_teacher % n_student:
+        raise ValueError(f"{n_student} student steps do not divide the teacher's {n_teacher}")
+    stride = n_teacher // n_student
+    levels = teacher_levels[::stride]
+    student = make_student(teacher)
+    per_step = run.batch_size // n_student  # every batch covers every student step equally
+
+    def loss_of_batch(step):
+        index = torch.randint(len(images), (per_step * n_student,), generator=generator).to(device)
+        noise = torch.randn(per_step * n_student, 3, 16, 16, generator=generator).to(device)
+        inputs, targets, ts, weights = [], [], [], []
+        for i in range(n_student):
+            rows = slice(i * per_step, (i + 1) * per_step)
+            t, t_next = levels[i], levels[i + 1]
+            t_batch = torch.full((per_step,), t, dtype=torch.long, device=device)
+            x_t = schedule.add_noise(images[index[rows]], t_batch, noise[rows])
+            x_next = run_teacher(teacher, teacher_sampler, teacher_levels[i * stride : (i + 1) * stride + 1], x_t)
+            inputs.append(x_t)
+            targets.append(ddim_x0_target(schedule, x_t, t, x_next, t_next))
+            ts.append(t_batch)
+            snr = schedule.alpha_bars[t] / schedule.one_minus_alpha_bars[t]
+            weights.append(torch.full((per_step,), float(snr.clamp(min=1)), device=device))  # truncated SNR weighting
+        x_t, target, t, weight = torch.cat(inputs), torch.cat(targets), torch.cat(ts), torch.cat(weights)
+        error = (predicted_x0(student, schedule, x_t, t) - target).pow(2).mean(dim=(1, 2, 3))
+        return (weight * error).mean()
+
+    ema, final, seconds = fit(student, run, loss_of_batch, f"distilling {n_teacher} -> {n_student} steps")
+    return ema, levels, final, seconds
+
+
+def distill_progressive(run: Distillation, rounds: list[int], command: str) -> None:
+    device = pick_device()
+    entry = manifest_entry(run.teacher)
+    teacher = load_model(run.teacher, device).requires_grad_(False)
+    schedule = NoiseSchedule(teacher.config.T, entry.get("schedule", "cosine")).to(device)
+    if "sampling" in entry:  # continue from a shipped student
+        teacher_sampler, teacher_levels = student_sampler(entry, schedule), entry["sampling"]["levels"]
+    else:  # the base model on a fine grid, with the course's best solver
+        teacher_sampler = DPMSolverSampler(schedule)
+        teacher_levels = timestep_levels(schedule, run.base_steps, "logsnr")
+    generator = torch.Generator().manual_seed(run.seed)
+    images = load_sprites("train").images.to(device)
+    total = 0.0
+    for n_student in rounds:
+        student, levels, final, seconds = progressive_round(
+            teacher, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device)
+        total += seconds
+        name = f"{run.name}_{n_student}step"
+        save_model(student, name, "denoiser", {
+            "train_command": command,
+            "training": {**asdict(run), "rounds": rounds},
+            "schedule": schedule.kind,
+            "sampling": {"sampler": "ddim", "levels": levels, "clip_x0": False},
+            "distilled_from": f"{run.teacher} ({len(teacher_levels) - 1} steps)" if n_student == rounds[0] else f"{run.name}_{len(teacher_levels) - 1}step",
+            "training_time_s": round(seconds, 1),
+            "cumulative_training_time_s": round(total, 1),
+            "final_loss": final,
+            "device": str(device),
+            "torch": torch.__version__,
+        })
+        print(f"{name}: grid {levels}, {run.steps} steps in {seconds:.0f} s, final loss {final:.5f}", flush=True)
+        teacher = student.requires_grad_(False)
+        teacher_sampler = DDIMSampler(schedule, clip_x0=False, levels=levels)
+        teacher_levels = levels
+
+
+def parse_arguments(argv: list[str]) -> tuple[Distillation, list[int]]:
+    """The run's settings and the progressive rounds from command-line words; every setting has a flag."""
+    parser = argparse.ArgumentParser(prog="python -m shared.distill", description=__doc__.splitlines()[0])
+    parser.add_argument("method", choices=["knowledge", "progressive"])
+    parser.add_argument("--rounds", default="8,4,2,1", help="progressive: student step counts, each half the last (default 8,4,2,1)")
+    for key, value in asdict(Distillation(name="", method="")).items():
+        if key != "method":
+            parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=None if key == "name" else value)
+    args = vars(parser.parse_args(argv))
+    method, rounds = args.pop("method"), [int(r) for r in args.pop("rounds").split(",") if r]
+    if method == "progressive" and any(a != 2 * b for a, b in zip(rounds, rounds[1:])):
+        parser.error(f"--rounds must halve each time, like 8,4,2,1; got {rounds}")
+    args["name"] = args["name"] or {"knowledge": "knowledge_1step", "progressive": "progressive"}[method]
+    return Distillation(method=method, **args), rounds
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    run, rounds = parse_arguments(argv)
+    torch.set_num_threads(run.threads)
+    torch.manual_seed(run.seed)
+    command = "python -m shared.distill " + shlex.join(argv)
+    if run.method == "knowledge":
+        distill_knowledge(run, command)
+    else:
+        distill_progressive(run, rounds, command)
+
+
+if __name__ == "__main__":
+    main()
