@@ -35,6 +35,7 @@ benchmark: setup
 	$(RUN) $(BIN)/python benchmarks/foundation.py
 	$(RUN) $(BIN)/python benchmarks/fast_sampling.py
 	$(RUN) $(BIN)/python benchmarks/guidance.py
+	$(RUN) $(BIN)/python benchmarks/distillation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

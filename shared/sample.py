@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"({student['sampler']}, {own_steps} steps); leave out --sampler and --steps")
         if args.guidance is not None or args.classifier_scale is not None or args.label is not None:
             parser.error(f"--weights {args.weights!r} is an unconditional distilled student: --label and guidance do not apply")
-    args.sampler = args.sampler or "ddpm"
+    args.sampler = args.sampler or (student["sampler"] if student is not None else "ddpm")
     contexts, labels = None, np.full(args.n, -1, dtype=np.int64)
     trained_with_context = entry.get("training", {}).get("p_uncond", 1) < 1
     guided = args.guidance is not None or args.classifier_scale is not None

@@ -1,0 +1,116 @@
+"""Distillation benchmark (Lab 6): the shipped students against 500-step DDPM with their teacher, same noise.
+
+Run alone (another torch process on the same cores slows both several-fold):
+    .venv/bin/python benchmarks/distillation.py                    # N = 1000, about 10 min on 2 cores
+    .venv/bin/python benchmarks/distillation.py --save-reference   # also rewrite data/ddpm500_samples.npz for Lab 6
+
+For the teacher's samplers (DDPM-500, DDIM-25, DPM-Solver++ at 10 steps) and every
+distilled student it prints:
+  sprites/s  sprites per second for a batch of `--batch` (median of `--repeats` runs; DDPM-500:
+             its full sampling run), and the speed-up over DDPM-500 measured in this same run;
+  FD         Frechet distance of N samples to the held-out sprites, and its ratio to DDPM-500's;
+  recall     share of samples within NEAR_COPY_RMS of a training sprite, and the median distance
+             to the nearest one (students should generate, not recall).
+The targets of issue 7 are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from shared.data import DATA_DIR, to_uint8  # noqa: E402
+from shared.distill import student_sampler  # noqa: E402
+from shared.metrics import SpriteMetrics  # noqa: E402
+from shared.samplers import generate  # noqa: E402
+from shared.schedule import NoiseSchedule  # noqa: E402
+from shared.weights import available_weights, load_model, manifest_entry  # noqa: E402
+
+REFERENCE_PATH = DATA_DIR / "ddpm500_samples.npz"
+NOISE_SEED, SAMPLER_SEED = 2020, 1
+# name: (at least this speed-up over DDPM-500, at most this FD ratio); and sprites per second for one-step students.
+TARGETS = {"knowledge_1step": (400, 2.0), "progressive_1step": (400, 2.0), "progressive_4step": (None, 1.3)}
+ONE_STEP_RATE = 1000
+
+
+def sample(model, schedule, noise, sampler, steps, batch):
+    generator = torch.Generator().manual_seed(SAMPLER_SEED)
+    chunks = []
+    for i in range(0, len(noise), batch):
+        chunks.append(generate(model, schedule, noise[i : i + batch], sampler, steps, generator=generator, progress=False).images)
+    return torch.cat(chunks)
+
+
+def sprites_per_second(model, schedule, sampler, steps, batch, repeats):
+    x = torch.randn(batch, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    generate(model, schedule, x, sampler, steps, progress=False)  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        generate(model, schedule, x, sampler, steps, generator=torch.Generator().manual_seed(1), progress=False)
+        seconds.append(time.perf_counter() - start)
+    return batch / statistics.median(seconds)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="samples per FD (default 1000)")
+    parser.add_argument("--batch", type=int, default=250, help="sprites per timed run (default 250)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per fast sampler; median reported")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-reference", action="store_true", help=f"write the DDPM-500 samples to {REFERENCE_PATH.relative_to(DATA_DIR.parent)}")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    teacher = load_model("unconditional").requires_grad_(False)
+    schedule = NoiseSchedule(500, manifest_entry("unconditional")["schedule"])
+    metrics = SpriteMetrics(load_model("classifier"))
+    noise = torch.randn(args.n, 3, 16, 16, generator=torch.Generator().manual_seed(NOISE_SEED))
+    students = [name for name in available_weights() if "sampling" in manifest_entry(name)]
+    print(f"torch {torch.__version__}, {args.threads} threads; teacher 'unconditional'; students: {', '.join(students)}")
+
+    rows = {}
+    start = time.perf_counter()
+    images = sample(teacher, schedule, noise, "ddpm", 500, args.batch)
+    rows["DDPM-500"] = {"rate": args.n / (time.perf_counter() - start), "images": images}
+    if args.save_reference:
+        np.savez_compressed(REFERENCE_PATH, images=to_uint8(images), noise_seed=NOISE_SEED, sampler_seed=SAMPLER_SEED,
+                            batch=args.batch, command=" ".join(["python", *sys.argv]))
+        print(f"wrote {REFERENCE_PATH}")
+    for label, sampler, steps in (("DDIM-25", "ddim", 25), ("solver-10", "dpmsolver", 10)):
+        rows[label] = {"rate": sprites_per_second(teacher, schedule, sampler, steps, args.batch, max(1, args.repeats // 3)),
+                       "images": sample(teacher, schedule, noise, sampler, steps, args.batch)}
+    for name in students:
+        model, sampler = load_model(name).requires_grad_(False), student_sampler(manifest_entry(name), schedule)
+        rows[name] = {"rate": sprites_per_second(model, schedule, sampler, None, args.batch, args.repeats),
+                      "images": sample(model, schedule, noise, sampler, None, args.batch)}
+
+    base = rows["DDPM-500"]
+    base["fd"] = metrics.frechet(base["images"])
+    print(f"\nFD at N = {args.n}; speed for batches of {args.batch} on {args.threads} threads")
+    print(f"  {'sampler':18s} {'sprites/s':>10s} {'speed-up':>9s} {'FD':>7s} {'FD/DDPM':>8s} {'recalled':>9s} {'NN dist':>8s}  target")
+    for name, row in rows.items():
+        row["fd"] = metrics.frechet(row["images"])
+        copies = metrics.near_copies(row["images"])
+        speedup, ratio = row["rate"] / base["rate"], row["fd"] / base["fd"]
+        target = ""
+        if name in TARGETS:
+            need_speed, need_ratio = TARGETS[name]
+            checks = [ratio <= need_ratio] + ([speedup >= need_speed, row["rate"] >= ONE_STEP_RATE] if need_speed else [])
+            wants = (f">= {need_speed}x, >= {ONE_STEP_RATE}/s and " if need_speed else "") + f"FD <= {need_ratio}x"
+            target = f"{wants}: {'met' if all(checks) else 'NOT met'}"
+        print(f"  {name:18s} {row['rate']:10.0f} {speedup:8.0f}x {row['fd']:7.3f} {ratio:7.2f}x "
+              f"{copies['share']:8.1%} {copies['median_rms']:8.3f}  {target}")
+    print(f"  real held-out sprites, nearest training sprite: median distance "
+          f"{metrics.near_copies(metrics.validation.images)['median_rms']:.3f}; real-vs-real FD floor at N = {args.n}: "
+          f"{metrics.real_floor(min(args.n, len(metrics.train))):.3f}")
+
+
+if __name__ == "__main__":
+    main()
