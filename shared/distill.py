@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .data import load_sprites
 from .device import pick_device
 from .model import Denoiser, DenoiserConfig
-from .samplers import DDIMSampler, DPMSolverSampler, generate, timestep_levels
+from .samplers import DDIMSampler, DPMSolverSampler, generate, split_prediction, timestep_levels
 from .schedule import NoiseSchedule
 from .train import learning_rate, update_ema
 from .weights import load_model, manifest_entry, save_model
@@ -86,9 +86,8 @@ def run_teacher(teacher, sampler, levels: list[int], x: torch.Tensor) -> torch.T
 
 
 def predicted_x0(model, schedule, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x0_hat of a v-predicting student at per-row timesteps t (B,)."""
-    v = model(x_t, t)
-    return schedule.at("sqrt_alpha_bars", t) * x_t - schedule.at("sqrt_one_minus_alpha_bars", t) * v
+    """x0_hat of a student at per-row timesteps t (B,)."""
+    return split_prediction(model(x_t, t), model.config.prediction, schedule, x_t, t)[1]
 
 
 @dataclass

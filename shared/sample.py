@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"({student['sampler']}, {own_steps} steps); leave out --sampler and --steps")
         if args.guidance is not None or args.classifier_scale is not None or args.label is not None:
             parser.error(f"--weights {args.weights!r} is an unconditional distilled student: --label and guidance do not apply")
-    args.sampler = args.sampler or (student["sampler"] if student is not None else "ddpm")
+        args.sampler, args.steps = student["sampler"], own_steps
+    args.sampler = args.sampler or "ddpm"
     contexts, labels = None, np.full(args.n, -1, dtype=np.int64)
     trained_with_context = entry.get("training", {}).get("p_uncond", 1) < 1
     guided = args.guidance is not None or args.classifier_scale is not None
@@ -99,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             contexts = context_vector(label).repeat(args.n, 1)
         labels[:] = label
     T = entry["config"]["T"]
-    if student is not None:
-        args.steps = len(student["levels"]) - 1
-    elif args.steps is None:
+    if args.steps is None:
         args.steps = DEFAULT_STEPS[args.sampler]
     if args.steps is not None and not 1 <= args.steps <= T:
         parser.error(f"--steps must be between 1 and {T}, got {args.steps}")
