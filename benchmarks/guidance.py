@@ -7,7 +7,7 @@ Run alone (another torch process on the same cores slows both several-fold):
 FD compares with the held-out sprites weighted so that every group counts equally,
 as the samples are asked for in equal numbers per group. Accuracy is judged by the course's evaluation classifier, which the guidance never
 sees; "judge-known groups" are those it recognises on held-out real sprites with at
-least 80% accuracy. Sampling is DDIM-25 (the course's, clipped, log-SNR grid) from
+least 80% accuracy. Sampling is DDIM-25 (the course's: clipped, banded log-SNR grid) from
 the same noises at every scale.
 """
 

@@ -137,7 +137,8 @@ def distill_knowledge(run: Distillation, command: str) -> None:
     noise = torch.randn(run.pairs, 3, 16, 16, generator=generator)
     start = time.perf_counter()
     samples = torch.cat([
-        generate(teacher, schedule, noise[i : i + 512], "dpmsolver", run.pair_steps, progress=False).images
+        # the plain log-SNR grid that the shipped knowledge_1step was trained with, so its command re-makes it
+        generate(teacher, schedule, noise[i : i + 512], DPMSolverSampler(schedule, spacing="logsnr"), run.pair_steps, progress=False).images
         for i in tqdm(range(0, run.pairs, 512), desc="teacher pairs")
     ])
     pair_seconds = time.perf_counter() - start

@@ -20,7 +20,7 @@ from .device import pick_device
 from .distill import student_sampler
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance
 from .plotting import save_grid
-from .samplers import SAMPLERS, generate
+from .samplers import SAMPLERS, DDIMSampler, generate
 from .schedule import NoiseSchedule
 from .weights import WeightsError, available_weights, load_model, manifest_entry
 
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampler (default: ddpm; a distilled student always uses its own DDIM grid)")
     parser.add_argument("--steps", type=int, default=None,
                         help="number of denoising steps (default: all T for ddpm, 25 for ddim, 10 for dpmsolver, a student's own count)")
+    parser.add_argument("--eta", type=float, default=None,
+                        help="DDIM's noise scale in [0, 1] (with --sampler ddim; default 0, deterministic; 1 is DDPM-like)")
     parser.add_argument("--label", default=None, help=f"group index 0-{len(GROUPS) - 1} or name, e.g. 'Food & Drink' or food; absent: unconditional")
     parser.add_argument("--guidance", type=float, default=None, metavar="W",
                         help="classifier-free guidance scale w >= 0 (with --label and context weights)")
@@ -74,8 +76,14 @@ def main(argv: list[str] | None = None) -> int:
                          f"({student['sampler']}, {own_steps} steps); leave out --sampler and --steps")
         if args.guidance is not None or args.classifier_scale is not None or args.label is not None:
             parser.error(f"--weights {args.weights!r} is an unconditional distilled student: --label and guidance do not apply")
+        if args.eta is not None:
+            parser.error(f"--weights {args.weights!r} is a distilled student: it samples deterministically (no --eta)")
         args.sampler, args.steps = student["sampler"], own_steps
     args.sampler = args.sampler or "ddpm"
+    if args.eta is not None and args.sampler != "ddim":
+        parser.error(f"--eta sets DDIM's noise; it needs --sampler ddim, not {args.sampler}")
+    if args.eta is not None and not 0 <= args.eta <= 1:
+        parser.error(f"--eta must be between 0 and 1, got {args.eta}")
     contexts, labels = None, np.full(args.n, -1, dtype=np.int64)
     trained_with_context = entry.get("training", {}).get("p_uncond", 1) < 1
     guided = args.guidance is not None or args.classifier_scale is not None
@@ -125,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     noise = torch.randn(args.n, 3, 16, 16, generator=generator)
     start = time.perf_counter()
     sampler = student_sampler(entry, schedule) if student is not None else args.sampler
+    if args.eta is not None:
+        sampler = DDIMSampler(schedule, eta=args.eta)
     run = generate(model, schedule, noise, sampler, args.steps, contexts, generator, progress=not args.quiet)
     seconds = time.perf_counter() - start
     images = to_uint8(run.images)

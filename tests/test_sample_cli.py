@@ -54,6 +54,9 @@ def test_label_by_name_with_context_weights(tmp_path):
         (["--weights", "progressive_4step", "--steps", "10"], "distilled 4-step student"),
         (["--weights", "knowledge_1step", "--sampler", "ddpm"], "leave out --sampler and --steps"),
         (["--weights", "progressive_2step", "--label", "food"], "unconditional distilled student"),
+        (["--weights", "progressive_2step", "--eta", "0.3"], "samples deterministically"),
+        (["--eta", "0.3"], "needs --sampler ddim, not ddpm"),
+        (["--sampler", "ddim", "--eta", "1.5"], "--eta must be between 0 and 1"),
     ],
 )
 def test_bad_options_exit_with_a_message(tmp_path, capsys, options, message):
@@ -82,6 +85,15 @@ def test_fast_samplers_are_deterministic_and_close_to_their_long_runs(tmp_path, 
     assert np.array_equal(few, again)
     difference = np.abs(few.astype(float) - many.astype(float)).mean() / 255
     assert difference < 0.1, f"{sampler}: default steps and 100 steps differ by {difference:.3f} per pixel"
+
+
+def test_ddim_eta_adds_seeded_noise(tmp_path):
+    """--eta > 0 makes DDIM stochastic: reproducible for a seed, different from eta = 0 from the same x_T."""
+    plain, _, _ = run(tmp_path, "--sampler", "ddim", "--steps", "10", "--n", "4", "--seed", "5", name="eta0")
+    noisy, _, _ = run(tmp_path, "--sampler", "ddim", "--steps", "10", "--n", "4", "--seed", "5", "--eta", "0.3", name="eta3")
+    again, _, _ = run(tmp_path, "--sampler", "ddim", "--steps", "10", "--n", "4", "--seed", "5", "--eta", "0.3", name="eta3b")
+    explicit, _, _ = run(tmp_path, "--sampler", "ddim", "--steps", "10", "--n", "4", "--seed", "5", "--eta", "0", name="eta0b")
+    assert np.array_equal(noisy, again) and np.array_equal(plain, explicit) and not np.array_equal(plain, noisy)
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
