@@ -19,7 +19,7 @@ Three grids of timesteps, all starting at t = T:
             steps in lambda), after a first jump from T to lambda = -3.5, down to a
             small t, then one last step to 0;
   "banded"  like "logsnr" but without the jump, and three times as dense in the band
-            of lambda where the ODE's x0_hat changes fastest (see BAND below).
+            of lambda where the sprite's layout is decided (see BAND below).
 DDPM uses the even grid; the deterministic samplers default to the banded grid
 and to clipping x0_hat into [-1, 1] (diffusers' DDIM clips by default too): on
 the course's models that is what makes 10 to 25 steps enough (benchmarks/fast_sampling.py).
