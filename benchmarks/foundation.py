@@ -32,7 +32,7 @@ from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.model import Denoiser, count_parameters  # noqa: E402
 from shared.samplers import generate  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
-from shared.train import denoising_loss, learning_rate, update_ema  # noqa: E402
+from shared.train import denoising_loss, learning_rate, update_weights  # noqa: E402
 from shared.weights import load_model, manifest_entry  # noqa: E402
 
 T = 500
@@ -126,14 +126,8 @@ def budget(args, schedule, images, metrics):
         generator = torch.Generator().manual_seed(0)
         start, steps, rss_before = time.perf_counter(), 0, peak_rss_mb()
         while (elapsed := time.perf_counter() - start) < args.budget_s:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(int(1000 * elapsed / args.budget_s), 1000, 1e-3, 20)
             loss = batch_loss(model, schedule, images, generator, args.batch_size)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            update_ema(ema, model, min(0.999, (1 + steps) / (10 + steps)))
+            update_weights(model, ema, optimizer, loss, learning_rate(int(1000 * elapsed / args.budget_s), 1000, 1e-3, 20), steps, 0.999)
             steps += 1
         if name == "ours":
             print(f"peak memory of the benchmark process while training ours: {peak_rss_mb():.0f} MB "

@@ -38,7 +38,7 @@ from .device import pick_device
 from .model import Denoiser, DenoiserConfig
 from .samplers import DDIMSampler, DPMSolverSampler, generate, split_prediction, timestep_levels
 from .schedule import NoiseSchedule
-from .train import learning_rate, update_ema
+from .train import learning_rate, update_weights
 from .weights import load_model, manifest_entry, save_model
 
 
@@ -113,15 +113,8 @@ def fit(student, run: Distillation, loss_of_batch, desc: str):
     optimizer = torch.optim.AdamW(student.parameters(), lr=run.lr, weight_decay=0.0)
     losses, start = [], time.perf_counter()
     for step in (progress := tqdm(range(run.steps), desc=desc)):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, run.steps, run.lr, run.warmup_steps)
         loss = loss_of_batch(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        # A short average at first, so the EMA leaves the teacher's weights (a different parametrisation) behind quickly.
-        update_ema(ema, student, min(run.ema_decay, (1 + step) / (10 + step)))
+        update_weights(student, ema, optimizer, loss, learning_rate(step, run.steps, run.lr, run.warmup_steps), step, run.ema_decay)
         losses.append(loss.item())
         if step % 25 == 0:
             progress.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}")

@@ -88,6 +88,21 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         ema_buffer.copy_(buffer)
 
 
+def update_weights(model, ema, optimizer, loss: torch.Tensor, lr: float, step: int, ema_decay: float) -> None:
+    """One optimisation step at learning rate lr, gradients clipped to norm 1, then the EMA moves.
+
+    The EMA's decay starts short, (1 + step) / (10 + step), so the average soon forgets the
+    starting weights (random ones, or a teacher's that predicts something else).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
+
+
 def train_denoiser(run: DenoiserTraining, command: str) -> None:
     torch.set_num_threads(run.threads)
     device = pick_device()
@@ -121,15 +136,8 @@ def train_denoiser(run: DenoiserTraining, command: str) -> None:
         t = torch.randint(1, schedule.T + 1, (run.batch_size,), generator=generator).to(device)
         noise = torch.randn(run.batch_size, *images.shape[1:], generator=generator).to(device)
         drop = (torch.rand(run.batch_size, generator=generator) < run.p_uncond).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, run.steps, run.lr, run.warmup_steps)
         loss = denoising_loss(model, schedule, images[index], contexts[index], t, noise, drop)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        # Early on the average is short, so the EMA does not drag in the random initial weights.
-        update_ema(ema, model, min(run.ema_decay, (1 + step) / (10 + step)))
+        update_weights(model, ema, optimizer, loss, learning_rate(step, run.steps, run.lr, run.warmup_steps), step, run.ema_decay)
         losses.append(loss.item())
         if step % 50 == 0:
             progress.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
