@@ -91,12 +91,12 @@ def main():
         rows[name] = {"rate": sprites_per_second(model, schedule, sampler, None, args.batch, args.repeats),
                       "images": sample(model, schedule, noise, sampler, None, args.batch)}
 
+    for row in rows.values():
+        row["fd"] = metrics.frechet(row["images"])
     base = rows["DDPM-500"]
-    base["fd"] = metrics.frechet(base["images"])
     print(f"\nFD at N = {args.n}; speed for batches of {args.batch} on {args.threads} threads")
     print(f"  {'sampler':18s} {'sprites/s':>10s} {'speed-up':>9s} {'FD':>7s} {'FD/DDPM':>8s} {'recalled':>9s} {'NN dist':>8s}  target")
     for name, row in rows.items():
-        row["fd"] = metrics.frechet(row["images"])
         copies = metrics.near_copies(row["images"])
         speedup, ratio = row["rate"] / base["rate"], row["fd"] / base["fd"]
         target = ""
