@@ -1,7 +1,8 @@
 """Distillation: students that sample in 1 to 8 steps (Lab 6).
 
-  python -m shared.distill knowledge   --name knowledge_1step               # Luhman & Luhman 2021
-  python -m shared.distill progressive --rounds 8,4,2,1                     # Salimans & Ho 2022
+  python -m shared.distill knowledge   --convert-steps 1000                 # Luhman & Luhman 2021
+  python -m shared.distill progressive --rounds 8,4,2,1 --convert-steps 1000   # Salimans & Ho 2022
+(weights/manifest.json records the exact command of every shipped student)
 
 Knowledge distillation runs the deterministic teacher (DPM-Solver++ from Lab 4)
 from many noises to their sprites once, then teaches a student to jump from a
@@ -16,8 +17,14 @@ more accurate grid); every later round's teacher is the previous student.
 Students are ordinary `Denoiser`s that predict v rather than the noise: turning
 a noise prediction into a sprite divides by sqrt(abar_t), 0.01 at t = T, which
 would blow up a one-step student's every error a hundredfold. Each starts from
-its teacher's weights. A student runs only on its own grid of timesteps, saved
-in its manifest entry under "sampling"; `student_sampler` rebuilds it.
+its teacher's weights. The base model predicts the noise, so a student copied
+from it starts out wrong wherever v and the noise differ (at high t, everywhere:
+there v is about -x0). With --convert-steps N the copy first re-learns to predict
+v by N steps of ordinary denoising training (Ho et al. 2020, with the v target);
+the first student then starts from a model that already samples like its
+teacher, and spends its round on the distillation alone.
+A student runs only on its own grid of timesteps, saved in its manifest entry
+under "sampling"; `student_sampler` rebuilds it.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from .device import pick_device
 from .model import Denoiser, DenoiserConfig
 from .samplers import DDIMSampler, DPMSolverSampler, generate, split_prediction, timestep_levels
 from .schedule import NoiseSchedule
-from .train import learning_rate, update_weights
+from .train import denoising_loss, learning_rate, update_weights
 from .weights import load_model, manifest_entry, save_model
 
 
@@ -74,6 +81,19 @@ def ddim_x0_target(schedule: NoiseSchedule, x_t: torch.Tensor, t: int, x_target:
     return (x_target - ratio * x_t) / (alpha_next - ratio * alpha)
 
 
+def landing_factor(schedule: NoiseSchedule, t: int, t_target: int) -> float:
+    """How far one DDIM step from t lands from its mark at t_target per unit of error in x0: alpha' - sigma' alpha / sigma.
+
+    A progressive student's loss weighs its x0 error by the square of this, so it is the squared miss where
+    the step lands. The misses of a student's steps add up along its path (each lands where the next starts),
+    so that is the error to share out between the steps. The plain x0 error would over-weight the first steps,
+    whose x0 errors move their landing point 5 to 20 times less; Salimans & Ho's truncated-SNR weights, made
+    for training at every t, favour the last steps 100-fold over the middle ones, where a student misses most.
+    """
+    (sigma, alpha), (sigma_next, alpha_next) = sigma_alpha(schedule, t), sigma_alpha(schedule, t_target)
+    return float(alpha_next - sigma_next * alpha / sigma)
+
+
 @torch.no_grad()
 def run_teacher(teacher, sampler, levels: list[int], x: torch.Tensor) -> torch.Tensor:
     """The teacher's deterministic path from x at levels[0] through each of `levels` in turn."""
@@ -103,23 +123,46 @@ class Distillation:
     base_steps: int = 32  # progressive from a base model: DPM-Solver++ steps of the finest grid
     pairs: int = 16384  # knowledge: (noise, teacher sprite) pairs
     pair_steps: int = 20  # knowledge: DPM-Solver++ steps that make each teacher sprite
+    convert_steps: int = 0  # denoising steps that first teach the copied base model to predict v (0: none)
     seed: int = 0
     threads: int = 2
 
 
-def fit(student, run: Distillation, loss_of_batch, desc: str):
-    """Adam with warm-up and cosine decay; returns the EMA of the student, the mean final loss and the seconds taken."""
+def fit(student, run: Distillation, loss_of_batch, desc: str, steps: int | None = None):
+    """Adam with warm-up and cosine decay over `steps` (run.steps by default);
+    returns the EMA of the student, the mean final loss and the seconds taken."""
+    steps = run.steps if steps is None else steps
     ema = copy.deepcopy(student).eval()
     optimizer = torch.optim.AdamW(student.parameters(), lr=run.lr, weight_decay=0.0)
     losses, start = [], time.perf_counter()
-    for step in (progress := tqdm(range(run.steps), desc=desc)):
+    for step in (progress := tqdm(range(steps), desc=desc)):
         loss = loss_of_batch(step)
-        update_weights(student, ema, optimizer, loss, learning_rate(step, run.steps, run.lr, run.warmup_steps), step, run.ema_decay)
+        update_weights(student, ema, optimizer, loss, learning_rate(step, steps, run.lr, run.warmup_steps), step, run.ema_decay)
         losses.append(loss.item())
         if step % 25 == 0:
             progress.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}")
     final = sum(losses[-100:]) / len(losses[-100:])
     return ema, round(final, 6), round(time.perf_counter() - start, 1)
+
+
+def predict_v(teacher: Denoiser, schedule: NoiseSchedule, images: torch.Tensor, run: Distillation, generator) -> tuple[Denoiser, float]:
+    """A copy of a noise-predicting teacher, trained run.convert_steps steps on the sprites to predict v instead."""
+    student = make_student(teacher)
+    if run.convert_steps == 0 or teacher.config.prediction == "v":
+        return student, 0.0
+    device = images.device
+    no_context = torch.zeros(run.batch_size, teacher.config.context_dim, device=device)
+    drop_all = torch.ones(run.batch_size, dtype=torch.bool, device=device)
+
+    def loss_of_batch(step):
+        index = torch.randint(len(images), (run.batch_size,), generator=generator).to(device)
+        t = torch.randint(1, schedule.T + 1, (run.batch_size,), generator=generator).to(device)
+        noise = torch.randn(run.batch_size, *images.shape[1:], generator=generator).to(device)
+        return denoising_loss(student, schedule, images[index], no_context, t, noise, drop_all)
+
+    ema, final, seconds = fit(student, run, loss_of_batch, "re-learning to predict v", steps=run.convert_steps)
+    print(f"predicting v after {run.convert_steps} steps in {seconds:.0f} s, final loss {final:.4f}", flush=True)
+    return ema.train(), seconds
 
 
 def distill_knowledge(run: Distillation, command: str) -> None:
@@ -136,7 +179,8 @@ def distill_knowledge(run: Distillation, command: str) -> None:
     ])
     pair_seconds = time.perf_counter() - start
     noise, samples = noise.to(device), samples.to(device)
-    student = make_student(teacher)
+    images = load_sprites("train").images.to(device) if run.convert_steps else None
+    student, convert_seconds = predict_v(teacher, schedule, images, run, generator)
     T = schedule.T
 
     def loss_of_batch(step):
@@ -150,7 +194,7 @@ def distill_knowledge(run: Distillation, command: str) -> None:
         "training": asdict(run),
         "schedule": schedule.kind,
         "sampling": {"sampler": "ddim", "levels": [T, 0], "clip_x0": False},
-        "training_time_s": round(seconds + pair_seconds, 1),
+        "training_time_s": round(seconds + pair_seconds + convert_seconds, 1),
         "final_loss": final,
         "device": str(device),
         "torch": torch.__version__,
@@ -158,14 +202,17 @@ def distill_knowledge(run: Distillation, command: str) -> None:
     print(f"{run.name}: {run.pairs} pairs in {pair_seconds:.0f} s, {run.steps} steps in {seconds:.0f} s, final loss {final:.4f}")
 
 
-def progressive_round(teacher, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device):
-    """One round: a student on every (len(teacher_levels)-1)/n_student-th teacher level, matching the teacher between them."""
+def progressive_round(teacher, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device, start=None):
+    """One round: a student on every (len(teacher_levels)-1)/n_student-th teacher level, matching the teacher between them.
+
+    The student starts from `start` (a v-predicting copy of the teacher), or else from the teacher itself.
+    """
     n_teacher = len(teacher_levels) - 1
     if n_teacher % n_student:
         raise ValueError(f"{n_student} student steps do not divide the teacher's {n_teacher}")
     stride = n_teacher // n_student
     levels = teacher_levels[::stride]
-    student = make_student(teacher)
+    student = make_student(teacher if start is None else start)
     per_step = run.batch_size // n_student  # every batch covers every student step equally
 
     def loss_of_batch(step):
@@ -181,8 +228,7 @@ def progressive_round(teacher, teacher_sampler, teacher_levels, n_student, sched
             inputs.append(x_t)
             targets.append(ddim_x0_target(schedule, x_t, t, x_next, t_next))
             ts.append(t_batch)
-            snr = schedule.alpha_bars[t] / schedule.one_minus_alpha_bars[t]
-            weights.append(torch.full((per_step,), float(snr.clamp(min=1)), device=device))  # truncated SNR weighting
+            weights.append(torch.full((per_step,), landing_factor(schedule, t, t_next) ** 2, device=device))
         x_t, target, t, weight = torch.cat(inputs), torch.cat(targets), torch.cat(ts), torch.cat(weights)
         error = (predicted_x0(student, schedule, x_t, t) - target).pow(2).mean(dim=(1, 2, 3))
         return (weight * error).mean()
@@ -203,10 +249,12 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
         teacher_levels = timestep_levels(schedule, run.base_steps, "logsnr")
     generator = torch.Generator().manual_seed(run.seed)
     images = load_sprites("train").images.to(device)
-    total = 0.0
+    start, convert_seconds = predict_v(teacher, schedule, images, run, generator) if run.convert_steps else (None, 0.0)
+    total = entry.get("cumulative_training_time_s", 0.0)  # from the base model, across commands
     for n_student in rounds:
         student, levels, final, seconds = progressive_round(
-            teacher, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device)
+            teacher, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device, start)
+        seconds, convert_seconds, start = seconds + convert_seconds, 0.0, None  # the conversion counts in round 1's time
         total += seconds
         name = f"{run.name}_{n_student}step"
         save_model(student, name, "denoiser", {

@@ -42,6 +42,17 @@ def test_ddim_step_with_the_target_lands_on_the_teacher(q64):
     assert torch.equal(distill.ddim_x0_target(q64, x_t, 40, x_target, 0), x_target)
 
 
+def test_landing_factor_is_how_far_a_ddim_step_moves_per_unit_of_x0_error(q64):
+    g = torch.Generator().manual_seed(6)
+    x_t, x0, delta = (torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    sampler = DDIMSampler(q64, clip_x0=False)
+    for t, t_next in [(500, 479), (357, 207), (29, 9), (9, 0)]:
+        landed, _ = sampler.step(x0, t, t_next, x_t, prediction="x0")
+        moved, _ = sampler.step(x0 + delta, t, t_next, x_t, prediction="x0")
+        assert torch.allclose(moved - landed, distill.landing_factor(q64, t, t_next) * delta, atol=1e-9), (t, t_next)
+    assert distill.landing_factor(q64, 40, 0) == pytest.approx(1.0)
+
+
 def test_run_teacher_restarts_a_multistep_solver_for_each_segment():
     schedule = NoiseSchedule(500, "cosine")
     teacher = load_model("unconditional")
@@ -63,6 +74,28 @@ def test_make_student_copies_the_teacher_and_predicts_v():
     for (name, a), b in zip(teacher.state_dict().items(), student.state_dict().values()):
         assert torch.equal(a, b), name
     assert student.training and any(p.requires_grad for p in student.parameters())
+
+
+def test_predict_v_retrains_a_copy_of_a_noise_predicting_teacher():
+    schedule = NoiseSchedule(500, "cosine")
+    teacher = load_model("unconditional")
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    images = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    plain, seconds = distill.predict_v(teacher, schedule, images, distill.Distillation("x", "progressive", convert_steps=0), torch.Generator())
+    assert seconds == 0 and plain.config.prediction == "v"
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), plain.state_dict().values()))
+
+    def v_loss(model):  # the denoising loss with the v target on fixed noisy sprites
+        g = torch.Generator().manual_seed(4)
+        t, noise = torch.randint(1, 501, (64,), generator=g), torch.randn(64, 3, 16, 16, generator=g)
+        with torch.no_grad():
+            return distill.denoising_loss(model, schedule, images, torch.zeros(64, 9), t, noise, torch.ones(64, dtype=torch.bool)).item()
+
+    run = distill.Distillation("x", "progressive", convert_steps=40, batch_size=16, lr=1e-3, warmup_steps=5)
+    converted, _ = distill.predict_v(teacher, schedule, images, run, torch.Generator().manual_seed(5))
+    assert converted.config.prediction == "v" and converted.training
+    assert v_loss(converted) < 0.7 * v_loss(plain)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items()), "the teacher must stay as it was"
 
 
 @pytest.mark.parametrize(
@@ -99,6 +132,13 @@ def test_tiny_progressive_run_ships_a_student_per_round(private_weights):
     noise = torch.randn(2, 3, 16, 16)
     run = generate(load_model("progressive_2step"), schedule, noise, distill.student_sampler(two, schedule), progress=False)
     assert run.images.shape == (2, 3, 16, 16) and torch.isfinite(run.images).all()
+
+
+def test_tiny_progressive_run_with_a_v_conversion_first(private_weights):
+    distill.main(["progressive", "--rounds", "2", "--steps", "2", "--batch-size", "4", "--base-steps", "4", "--convert-steps", "2"])
+    entry = manifest_entry("progressive_2step")
+    assert entry["training"]["convert_steps"] == 2 and entry["config"]["prediction"] == "v"
+    assert entry["train_command"].endswith("--convert-steps 2")
 
 
 def test_tiny_knowledge_run(private_weights):
