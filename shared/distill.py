@@ -202,17 +202,14 @@ def distill_knowledge(run: Distillation, command: str) -> None:
     print(f"{run.name}: {run.pairs} pairs in {pair_seconds:.0f} s, {run.steps} steps in {seconds:.0f} s, final loss {final:.4f}")
 
 
-def progressive_round(teacher, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device, start=None):
-    """One round: a student on every (len(teacher_levels)-1)/n_student-th teacher level, matching the teacher between them.
-
-    The student starts from `start` (a v-predicting copy of the teacher), or else from the teacher itself.
-    """
+def progressive_round(teacher, student, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device):
+    """One round: `student` (a v-predicting copy of the teacher) learns to take every
+    (len(teacher_levels)-1)/n_student-th teacher level, matching the teacher between them."""
     n_teacher = len(teacher_levels) - 1
     if n_teacher % n_student:
         raise ValueError(f"{n_student} student steps do not divide the teacher's {n_teacher}")
     stride = n_teacher // n_student
     levels = teacher_levels[::stride]
-    student = make_student(teacher if start is None else start)
     per_step = run.batch_size // n_student  # every batch covers every student step equally
 
     def loss_of_batch(step):
@@ -249,12 +246,12 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
         teacher_levels = timestep_levels(schedule, run.base_steps, "logsnr")
     generator = torch.Generator().manual_seed(run.seed)
     images = load_sprites("train").images.to(device)
-    start, convert_seconds = predict_v(teacher, schedule, images, run, generator) if run.convert_steps else (None, 0.0)
+    student, convert_seconds = predict_v(teacher, schedule, images, run, generator)
     total = entry.get("cumulative_training_time_s", 0.0)  # from the base model, across commands
     for n_student in rounds:
         student, levels, final, seconds = progressive_round(
-            teacher, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device, start)
-        seconds, convert_seconds, start = seconds + convert_seconds, 0.0, None  # the conversion counts in round 1's time
+            teacher, student, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device)
+        seconds, convert_seconds = seconds + convert_seconds, 0.0  # the conversion counts in round 1's time
         total += seconds
         name = f"{run.name}_{n_student}step"
         save_model(student, name, "denoiser", {
@@ -273,6 +270,7 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
         teacher = student.requires_grad_(False)
         teacher_sampler = DDIMSampler(schedule, clip_x0=False, levels=levels)
         teacher_levels = levels
+        student = make_student(teacher)
 
 
 def parse_arguments(argv: list[str]) -> tuple[Distillation, list[int]]:
