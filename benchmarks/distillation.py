@@ -11,6 +11,11 @@ distilled student it prints:
   FD         Frechet distance of N samples to the held-out sprites, and its ratio to DDPM-500's;
   recall     share of samples within NEAR_COPY_RMS of a training sprite, and the median distance
              to the nearest one (students should generate, not recall).
+Then, for each progressive student, how far each of its steps lands from where its own teacher
+lands (RMS over 512 starts; the teacher is the round's: the previous student, or the base model
+with DPM-Solver++ on the finer grid), from three kinds of starting point: the teacher's own path from
+noise, noised training sprites (what the round trained on) and noised held-out sprites. Where the
+first is much larger than the second, the student has not generalised from training to sampling.
 The targets of issue 7 are printed beside the figures.
 """
 
@@ -27,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.data import DATA_DIR, to_uint8  # noqa: E402
-from shared.distill import student_sampler  # noqa: E402
+from shared.distill import round_teacher, run_teacher, student_sampler  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.samplers import generate  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
@@ -57,6 +62,31 @@ def sprites_per_second(model, schedule, sampler, steps, batch, repeats):
         generate(model, schedule, x, sampler, steps, generator=torch.Generator().manual_seed(1), progress=False)
         seconds.append(time.perf_counter() - start)
     return batch / statistics.median(seconds)
+
+
+@torch.no_grad()
+def local_errors(name, schedule, metrics, n=512):
+    """RMS miss of each step of a progressive student against its teacher's steps over the same stretch."""
+    entry = manifest_entry(name)
+    teacher, teacher_sampler, teacher_levels = round_teacher(entry["distilled_from"].split(" ")[0], schedule, entry["training"]["base_steps"])
+    student, sampler, levels = load_model(name).requires_grad_(False), student_sampler(entry, schedule), entry["sampling"]["levels"]
+    stride = (len(teacher_levels) - 1) // (len(levels) - 1)
+    generator = torch.Generator().manual_seed(3)
+
+    def noised(sprites, t):
+        picked = sprites.images[torch.randint(len(sprites), (n,), generator=generator)]
+        return schedule.add_noise(picked, torch.full((n,), t, dtype=torch.long), torch.randn(n, 3, 16, 16, generator=generator))
+
+    print(f"  {name} (teacher: {entry['distilled_from']})")
+    on_path = torch.randn(n, 3, 16, 16, generator=generator)
+    for i, (t, t_next) in enumerate(zip(levels[:-1], levels[1:])):
+        segment = teacher_levels[i * stride : (i + 1) * stride + 1]
+        misses = []
+        for start in (on_path, noised(metrics.train, t), noised(metrics.validation, t)):
+            miss = run_teacher(student, sampler, [t, t_next], start) - run_teacher(teacher, teacher_sampler, segment, start)
+            misses.append(miss.pow(2).mean().sqrt().item())
+        print(f"    {t:3d} -> {t_next:3d}: " + "  ".join(f"{m:14.4f}" for m in misses))
+        on_path = run_teacher(teacher, teacher_sampler, segment, on_path)
 
 
 def main():
@@ -110,6 +140,12 @@ def main():
     print(f"  real held-out sprites, nearest training sprite: median distance "
           f"{metrics.near_copies(metrics.validation.images)['median_rms']:.3f}; real-vs-real FD floor at N = {args.n}: "
           f"{metrics.real_floor(min(args.n, len(metrics.train))):.3f}")
+
+    print("\nEach progressive student's steps against its teacher's (RMS miss where the step lands), starting from")
+    print(f"  {'':14s} {'teacher path':>14s}  {'noised train':>14s}  {'noised held-out':>14s}")
+    for name in students:
+        if "rounds" in manifest_entry(name)["training"]:
+            local_errors(name, schedule, metrics)
 
 
 if __name__ == "__main__":

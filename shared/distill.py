@@ -234,16 +234,21 @@ def progressive_round(teacher, student, teacher_sampler, teacher_levels, n_stude
     return ema, levels, final, seconds
 
 
+def round_teacher(name: str, schedule: NoiseSchedule, base_steps: int, device="cpu"):
+    """A progressive round's teacher as (model, sampler, levels): a shipped student on its own grid,
+    or a base model taking DPM-Solver++ steps on a finer log-SNR grid of `base_steps` steps."""
+    entry = manifest_entry(name)
+    teacher = load_model(name, device).requires_grad_(False)
+    if "sampling" in entry:  # continue from a shipped student
+        return teacher, student_sampler(entry, schedule), entry["sampling"]["levels"]
+    return teacher, DPMSolverSampler(schedule), timestep_levels(schedule, base_steps, "logsnr")
+
+
 def distill_progressive(run: Distillation, rounds: list[int], command: str) -> None:
     device = pick_device()
     entry = manifest_entry(run.teacher)
-    teacher = load_model(run.teacher, device).requires_grad_(False)
-    schedule = NoiseSchedule(teacher.config.T, entry.get("schedule", "cosine")).to(device)
-    if "sampling" in entry:  # continue from a shipped student
-        teacher_sampler, teacher_levels = student_sampler(entry, schedule), entry["sampling"]["levels"]
-    else:  # the base model on a fine grid, with the course's best solver
-        teacher_sampler = DPMSolverSampler(schedule)
-        teacher_levels = timestep_levels(schedule, run.base_steps, "logsnr")
+    schedule = NoiseSchedule(entry["config"]["T"], entry.get("schedule", "cosine")).to(device)
+    teacher, teacher_sampler, teacher_levels = round_teacher(run.teacher, schedule, run.base_steps, device)
     generator = torch.Generator().manual_seed(run.seed)
     images = load_sprites("train").images.to(device)
     student, convert_seconds = predict_v(teacher, schedule, images, run, generator)

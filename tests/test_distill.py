@@ -159,6 +159,15 @@ def test_student_sampler_rejects_other_step_counts():
         DDIMSampler(schedule, levels=[500, 200, 300, 0])
 
 
+def test_round_teacher_is_a_student_on_its_grid_or_the_base_model_on_a_finer_one():
+    schedule = NoiseSchedule(500, "cosine")
+    model, sampler, levels = distill.round_teacher("progressive_4step", schedule, base_steps=32)
+    assert isinstance(sampler, DDIMSampler) and levels == manifest_entry("progressive_4step")["sampling"]["levels"]
+    assert model.config.prediction == "v" and not any(p.requires_grad for p in model.parameters())
+    model, sampler, levels = distill.round_teacher("unconditional", schedule, base_steps=8)
+    assert isinstance(sampler, DPMSolverSampler) and len(levels) == 9 and levels[0] == 500 and levels[-1] == 0
+
+
 def test_students_are_shipped_with_their_grids_and_commands():
     for name in STUDENTS:
         entry = manifest_entry(name)
