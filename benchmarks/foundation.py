@@ -32,7 +32,7 @@ from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.model import Denoiser, count_parameters  # noqa: E402
 from shared.samplers import generate  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
-from shared.train import denoising_loss, learning_rate, update_weights  # noqa: E402
+from shared.train import denoising_loss, draw_denoising_batch, learning_rate, update_weights  # noqa: E402
 from shared.weights import load_model, manifest_entry  # noqa: E402
 
 T = 500
@@ -57,9 +57,7 @@ def networks() -> dict[str, nn.Module]:
 
 def batch_loss(model, schedule, images, generator, batch_size):
     """The unconditional denoising loss of one random batch (the same draws for either network)."""
-    index = torch.randint(len(images), (batch_size,), generator=generator)
-    t = torch.randint(1, T + 1, (batch_size,), generator=generator)
-    noise = torch.randn(batch_size, 3, 16, 16, generator=generator)
+    index, t, noise = draw_denoising_batch(images, batch_size, T, generator)
     no_context = torch.ones(batch_size, dtype=torch.bool)
     return denoising_loss(model, schedule, images[index], torch.zeros(batch_size, 9), t, noise, no_context)
 

@@ -45,7 +45,7 @@ from .device import pick_device
 from .model import Denoiser, DenoiserConfig
 from .samplers import DDIMSampler, DPMSolverSampler, generate, split_prediction, timestep_levels
 from .schedule import NoiseSchedule
-from .train import denoising_loss, learning_rate, update_weights
+from .train import denoising_loss, draw_denoising_batch, learning_rate, update_weights
 from .weights import load_model, manifest_entry, save_model
 
 
@@ -155,9 +155,7 @@ def predict_v(teacher: Denoiser, schedule: NoiseSchedule, images: torch.Tensor, 
     drop_all = torch.ones(run.batch_size, dtype=torch.bool, device=device)
 
     def loss_of_batch(step):
-        index = torch.randint(len(images), (run.batch_size,), generator=generator).to(device)
-        t = torch.randint(1, schedule.T + 1, (run.batch_size,), generator=generator).to(device)
-        noise = torch.randn(run.batch_size, *images.shape[1:], generator=generator).to(device)
+        index, t, noise = draw_denoising_batch(images, run.batch_size, schedule.T, generator)
         return denoising_loss(student, schedule, images[index], no_context, t, noise, drop_all)
 
     ema, final, seconds = fit(student, run, loss_of_batch, "re-learning to predict v", steps=run.convert_steps)

@@ -79,6 +79,15 @@ def denoising_loss(model, schedule, x0, contexts, t, noise, drop_context):
     return F.mse_loss(prediction, target)
 
 
+def draw_denoising_batch(images: torch.Tensor, batch_size: int, T: int, generator: torch.Generator):
+    """One training batch's random draws, in this order: which sprites (indices), their timesteps in 1..T, their noise."""
+    device = images.device
+    index = torch.randint(len(images), (batch_size,), generator=generator).to(device)
+    t = torch.randint(1, T + 1, (batch_size,), generator=generator).to(device)
+    noise = torch.randn(batch_size, *images.shape[1:], generator=generator).to(device)
+    return index, t, noise
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model for weights; buffers (BatchNorm statistics) are copied."""
@@ -132,9 +141,7 @@ def train_denoiser(run: DenoiserTraining, command: str) -> None:
     for step in progress:
         if step in run.snapshots:
             ship(f"{run.name}_step{step:04d}", step)
-        index = torch.randint(len(images), (run.batch_size,), generator=generator).to(device)
-        t = torch.randint(1, schedule.T + 1, (run.batch_size,), generator=generator).to(device)
-        noise = torch.randn(run.batch_size, *images.shape[1:], generator=generator).to(device)
+        index, t, noise = draw_denoising_batch(images, run.batch_size, schedule.T, generator)
         drop = (torch.rand(run.batch_size, generator=generator) < run.p_uncond).to(device)
         loss = denoising_loss(model, schedule, images[index], contexts[index], t, noise, drop)
         update_weights(model, ema, optimizer, loss, learning_rate(step, run.steps, run.lr, run.warmup_steps), step, run.ema_decay)
