@@ -25,6 +25,14 @@ the first student then starts from a model that already samples like its
 teacher, and spends its round on the distillation alone.
 A student runs only on its own grid of timesteps, saved in its manifest entry
 under "sampling"; `student_sampler` rebuilds it.
+
+With --own-levels, a student step starting at one of those timesteps gets its own
+copy of the round's network, trained --own-network-steps more steps on that step
+alone (a StepwiseDenoiser). The four-step student's second step, where the
+sprite's layout is decided, misses its teacher far more than the others; its
+own copy misses less, and sampling still costs one network call per step. The
+next round starts again from the shared network. The idea of students that
+each cover part of the work is Song et al.'s (Multi-student distillation, 2024).
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from tqdm.auto import tqdm
 
 from .data import load_sprites
 from .device import pick_device
-from .model import Denoiser, DenoiserConfig
+from .model import Denoiser, DenoiserConfig, StepwiseDenoiser, StepwiseDenoiserConfig
 from .samplers import DDIMSampler, DPMSolverSampler, generate, split_prediction, timestep_levels
 from .schedule import NoiseSchedule
 from .train import denoising_loss, draw_denoising_batch, learning_rate, update_weights
@@ -57,11 +65,12 @@ def student_sampler(entry: dict, schedule: NoiseSchedule) -> DDIMSampler:
     return DDIMSampler(schedule, clip_x0=sampling["clip_x0"], levels=sampling["levels"])
 
 
-def make_student(teacher: Denoiser) -> Denoiser:
-    """A copy of the teacher with the same weights that predicts v."""
-    config = DenoiserConfig(**{**teacher.config.to_dict(), "prediction": "v"})
-    student = Denoiser(config).to(next(teacher.parameters()).device)
-    student.load_state_dict(teacher.state_dict())
+def make_student(teacher: Denoiser | StepwiseDenoiser) -> Denoiser:
+    """A copy of the teacher (of its shared network, if it has copies of its own for some steps) that predicts v."""
+    source = teacher.shared if isinstance(teacher, StepwiseDenoiser) else teacher
+    config = DenoiserConfig(**{**source.config.to_dict(), "prediction": "v"})
+    student = Denoiser(config).to(next(source.parameters()).device)
+    student.load_state_dict(source.state_dict())
     return student.train()
 
 
@@ -124,6 +133,8 @@ class Distillation:
     pairs: int = 16384  # knowledge: (noise, teacher sprite) pairs
     pair_steps: int = 20  # knowledge: DPM-Solver++ steps that make each teacher sprite
     convert_steps: int = 0  # denoising steps that first teach the copied base model to predict v (0: none)
+    own_levels: str = ""  # progressive: comma-separated timesteps whose student step gets its own copy of the network
+    own_network_steps: int = 2000  # optimisation steps of each such copy, on its step alone
     seed: int = 0
     threads: int = 2
 
@@ -200,43 +211,93 @@ def distill_knowledge(run: Distillation, command: str) -> None:
     print(f"{run.name}: {run.pairs} pairs in {pair_seconds:.0f} s, {run.steps} steps in {seconds:.0f} s, final loss {final:.4f}")
 
 
-def progressive_round(teacher, student, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device):
-    """One round: `student` (a v-predicting copy of the teacher) learns to take every
-    (len(teacher_levels)-1)/n_student-th teacher level, matching the teacher between them."""
+def student_segments(teacher_levels: list[int], n_student: int) -> list[list[int]]:
+    """The teacher's levels that each of n_student student steps spans, first level to last."""
     n_teacher = len(teacher_levels) - 1
     if n_teacher % n_student:
         raise ValueError(f"{n_student} student steps do not divide the teacher's {n_teacher}")
     stride = n_teacher // n_student
-    levels = teacher_levels[::stride]
+    return [teacher_levels[i * stride : (i + 1) * stride + 1] for i in range(n_student)]
+
+
+def step_batch(teacher, teacher_sampler, segment: list[int], schedule, x0: torch.Tensor, noise: torch.Tensor):
+    """One student step's training rows: x_t (x0 noised to segment[0]), its timesteps, and the target
+    x0 whose single DDIM step lands where the teacher's steps through `segment` land."""
+    t, t_next = segment[0], segment[-1]
+    t_batch = torch.full((len(x0),), t, dtype=torch.long, device=x0.device)
+    x_t = schedule.add_noise(x0, t_batch, noise)
+    x_next = run_teacher(teacher, teacher_sampler, segment, x_t)
+    return x_t, t_batch, ddim_x0_target(schedule, x_t, t, x_next, t_next)
+
+
+def random_rows(images, n: int, generator, device):
+    """n training sprites and n noises, drawn with `generator`."""
+    index = torch.randint(len(images), (n,), generator=generator).to(device)
+    return images[index], torch.randn(n, 3, 16, 16, generator=generator).to(device)
+
+
+def progressive_round(teacher, student, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device):
+    """One round: `student` (a v-predicting copy of the teacher) learns to take every
+    (len(teacher_levels)-1)/n_student-th teacher level, matching the teacher between them."""
+    segments = student_segments(teacher_levels, n_student)
     per_step = run.batch_size // n_student  # every batch covers every student step equally
 
     def loss_of_batch(step):
-        index = torch.randint(len(images), (per_step * n_student,), generator=generator).to(device)
-        noise = torch.randn(per_step * n_student, 3, 16, 16, generator=generator).to(device)
+        x0, noise = random_rows(images, per_step * n_student, generator, device)
         inputs, targets, ts, weights = [], [], [], []
-        for i in range(n_student):
+        for i, segment in enumerate(segments):
             rows = slice(i * per_step, (i + 1) * per_step)
-            t, t_next = levels[i], levels[i + 1]
-            t_batch = torch.full((per_step,), t, dtype=torch.long, device=device)
-            x_t = schedule.add_noise(images[index[rows]], t_batch, noise[rows])
-            x_next = run_teacher(teacher, teacher_sampler, teacher_levels[i * stride : (i + 1) * stride + 1], x_t)
+            x_t, t, target = step_batch(teacher, teacher_sampler, segment, schedule, x0[rows], noise[rows])
             inputs.append(x_t)
-            targets.append(ddim_x0_target(schedule, x_t, t, x_next, t_next))
-            ts.append(t_batch)
-            weights.append(torch.full((per_step,), landing_factor(schedule, t, t_next) ** 2, device=device))
+            targets.append(target)
+            ts.append(t)
+            weights.append(torch.full((per_step,), landing_factor(schedule, segment[0], segment[-1]) ** 2, device=device))
         x_t, target, t, weight = torch.cat(inputs), torch.cat(targets), torch.cat(ts), torch.cat(weights)
         error = (predicted_x0(student, schedule, x_t, t) - target).pow(2).mean(dim=(1, 2, 3))
         return (weight * error).mean()
 
-    ema, final, seconds = fit(student, run, loss_of_batch, f"distilling {n_teacher} -> {n_student} steps")
-    return ema, levels, final, seconds
+    ema, final, seconds = fit(student, run, loss_of_batch, f"distilling {len(teacher_levels) - 1} -> {n_student} steps")
+    return ema, [segment[0] for segment in segments] + [0], final, seconds
+
+
+def give_own_networks(student, segments, own_levels, teacher, teacher_sampler, schedule, images, run, device):
+    """The round's `student`, shared by its steps, plus for each step starting at one of `own_levels` a copy
+    of it trained run.own_network_steps more steps on that step alone: a StepwiseDenoiser, with
+    {level: final loss} and the seconds taken.
+
+    The copies are for sampling with this student only: the next round starts from, and is taught by,
+    the shared network. They draw from their own random generators, so the rounds that follow draw
+    the same batches with or without them."""
+    config = StepwiseDenoiserConfig(**student.config.to_dict(), own_levels=tuple(own_levels))
+    stepwise = StepwiseDenoiser(config).to(device)
+    stepwise.shared.load_state_dict(student.state_dict())
+    losses, seconds = {}, 0.0
+    for segment in segments:
+        if segment[0] not in own_levels:
+            continue
+        network = copy.deepcopy(student).train().requires_grad_(True)
+        generator = torch.Generator().manual_seed(run.seed + segment[0])
+        weight = landing_factor(schedule, segment[0], segment[-1]) ** 2
+
+        def loss_of_batch(step, network=network, segment=segment, weight=weight):
+            x0, noise = random_rows(images, run.batch_size, generator, device)
+            x_t, t, target = step_batch(teacher, teacher_sampler, segment, schedule, x0, noise)
+            return weight * (predicted_x0(network, schedule, x_t, t) - target).pow(2).mean()
+
+        ema, losses[segment[0]], taken = fit(network, run, loss_of_batch, f"own network for t = {segment[0]}", steps=run.own_network_steps)
+        stepwise.own[str(segment[0])].load_state_dict(ema.state_dict())
+        seconds += taken
+    return stepwise.eval(), losses, seconds
 
 
 def round_teacher(name: str, schedule: NoiseSchedule, base_steps: int, device="cpu"):
-    """A progressive round's teacher as (model, sampler, levels): a shipped student on its own grid,
+    """A progressive round's teacher as (model, sampler, levels): a shipped student on its own grid
+    (its shared network, if it has copies of its own for some steps: the chain continues from that),
     or a base model taking DPM-Solver++ steps on a finer log-SNR grid of `base_steps` steps."""
     entry = manifest_entry(name)
     teacher = load_model(name, device).requires_grad_(False)
+    if isinstance(teacher, StepwiseDenoiser):
+        teacher = teacher.shared
     if "sampling" in entry:  # continue from a shipped student
         return teacher, student_sampler(entry, schedule), entry["sampling"]["levels"]
     return teacher, DPMSolverSampler(schedule), timestep_levels(schedule, base_steps, "logsnr")
@@ -247,6 +308,10 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
     entry = manifest_entry(run.teacher)
     schedule = NoiseSchedule(entry["config"]["T"], entry.get("schedule", "cosine")).to(device)
     teacher, teacher_sampler, teacher_levels = round_teacher(run.teacher, schedule, run.base_steps, device)
+    own_levels = parse_levels(run.own_levels)
+    step_starts = {level for n in rounds for segment in student_segments(teacher_levels, n) for level in segment[:1]}
+    if not own_levels <= step_starts:
+        raise ValueError(f"--own-levels {run.own_levels}: the students' steps start only at {sorted(step_starts, reverse=True)}")
     generator = torch.Generator().manual_seed(run.seed)
     images = load_sprites("train").images.to(device)
     student, convert_seconds = predict_v(teacher, schedule, images, run, generator)
@@ -255,9 +320,14 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
         student, levels, final, seconds = progressive_round(
             teacher, student, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device)
         seconds, convert_seconds = seconds + convert_seconds, 0.0  # the conversion counts in round 1's time
+        shipped, own = student, {}
+        if own_levels & set(levels[:-1]):
+            shipped, own, own_seconds = give_own_networks(student, student_segments(teacher_levels, n_student), own_levels,
+                                                          teacher, teacher_sampler, schedule, images, run, device)
+            seconds += own_seconds
         total += seconds
         name = f"{run.name}_{n_student}step"
-        save_model(student, name, "denoiser", {
+        save_model(shipped, name, "stepwise_denoiser" if own else "denoiser", {
             "train_command": command,
             "training": {**asdict(run), "rounds": rounds},
             "schedule": schedule.kind,
@@ -266,14 +336,24 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
             "training_time_s": round(seconds, 1),
             "cumulative_training_time_s": round(total, 1),
             "final_loss": final,
+            **({"own_network_final_losses": {str(level): loss for level, loss in own.items()}} if own else {}),
             "device": str(device),
             "torch": torch.__version__,
         })
-        print(f"{name}: grid {levels}, {run.steps} steps in {seconds:.0f} s, final loss {final:.5f}", flush=True)
+        print(f"{name}: grid {levels}, {run.steps} steps in {seconds:.0f} s, final loss {final:.5f}"
+              + "".join(f"; own network at t = {level}: final loss {loss:.5f}" for level, loss in own.items()), flush=True)
         teacher = student.requires_grad_(False)
         teacher_sampler = DDIMSampler(schedule, clip_x0=False, levels=levels)
         teacher_levels = levels
         student = make_student(teacher)
+
+
+def parse_levels(text: str) -> set[int]:
+    """Timesteps from comma-separated words, like "445" or "445,207"; "" for none."""
+    try:
+        return {int(word) for word in text.split(",") if word.strip()}
+    except ValueError:
+        raise ValueError(f"levels must be comma-separated integers like 445,207; got {text!r}") from None
 
 
 def parse_arguments(argv: list[str]) -> tuple[Distillation, list[int]]:
@@ -288,6 +368,10 @@ def parse_arguments(argv: list[str]) -> tuple[Distillation, list[int]]:
     method, rounds = args.pop("method"), [int(r) for r in args.pop("rounds").split(",") if r]
     if method == "progressive" and any(a != 2 * b for a, b in zip(rounds, rounds[1:])):
         parser.error(f"--rounds must halve each time, like 8,4,2,1; got {rounds}")
+    try:
+        parse_levels(args["own_levels"])
+    except ValueError as error:
+        parser.error(f"--own-levels: {error}")
     args["name"] = args["name"] or {"knowledge": "knowledge_1step", "progressive": "progressive"}[method]
     return Distillation(method=method, **args), rounds
 

@@ -182,6 +182,49 @@ class Denoiser(nn.Module):
                 raise ValueError(f"context is on {context.device} but the model is on {device}")
 
 
+
+@dataclass
+class StepwiseDenoiserConfig(DenoiserConfig):
+    own_levels: tuple[int, ...] = ()  # timesteps whose rows go to their own copy of the network
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.own_levels = tuple(int(level) for level in self.own_levels)
+        if len(set(self.own_levels)) != len(self.own_levels) or not all(0 < level <= self.T for level in self.own_levels):
+            raise ValueError(f"own_levels must be distinct timesteps in 1..{self.T}, got {self.own_levels}")
+
+    def denoiser_config(self) -> DenoiserConfig:
+        return DenoiserConfig(**{key: value for key, value in self.to_dict().items() if key != "own_levels"})
+
+
+class StepwiseDenoiser(nn.Module):
+    """A few-step student with its own copy of the U-Net at some of its timesteps (Lab 6).
+
+    A student that samples in four steps calls its network at only four timesteps, and one
+    of its steps, where the sprite's layout is decided, is far harder to learn than the others.
+    A copy of the network that serves that step alone does not share its capacity with the
+    other steps; sampling costs the same, one call of the same-sized network per step. Rows
+    whose timestep has no copy of its own go to the shared network.
+    """
+
+    def __init__(self, config: StepwiseDenoiserConfig):
+        super().__init__()
+        self.config = config
+        self.shared = Denoiser(config.denoiser_config())
+        self.own = nn.ModuleDict({str(level): Denoiser(config.denoiser_config()) for level in config.own_levels})
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        self.shared.check_inputs(x, t, context)
+        networks = {int(level): network for level, network in self.own.items()}
+        if t.numel() and bool((t == t[0]).all()):  # sampling: every row at the same step
+            return networks.get(int(t[0]), self.shared)(x, t, context)
+        output = torch.empty_like(x)
+        for level in t.unique().tolist():
+            rows = t == level
+            output[rows] = networks.get(level, self.shared)(x[rows], t[rows], None if context is None else context[rows])
+        return output
+
+
 @dataclass
 class ClassifierConfig:
     image_size: int = 16

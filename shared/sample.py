@@ -22,7 +22,7 @@ from .guidance import ClassifierFreeGuidance, ClassifierGuidance
 from .plotting import save_grid
 from .samplers import SAMPLERS, DDIMSampler, generate
 from .schedule import NoiseSchedule
-from .weights import WeightsError, available_weights, load_model, manifest_entry
+from .weights import DENOISER_KINDS, WeightsError, available_weights, load_model, manifest_entry
 
 # Few steps suffice for the deterministic samplers (see Lab 4); DDPM needs them all.
 DEFAULT_STEPS = {"ddpm": None, "ddim": 25, "dpmsolver": 10}
@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         entry = manifest_entry(args.weights)
     except WeightsError as error:
         parser.error(str(error))
-    if entry["kind"] != "denoiser":
+    if entry["kind"] not in DENOISER_KINDS:
         parser.error(f"--weights {args.weights!r} is a {entry['kind']}, not a denoiser; choose one of: "
-                     + ", ".join(n for n in available_weights() if manifest_entry(n)["kind"] == "denoiser"))
+                     + ", ".join(n for n in available_weights() if manifest_entry(n)["kind"] in DENOISER_KINDS))
     student = entry.get("sampling")
     if student is not None:
         own_steps = len(student["levels"]) - 1

@@ -15,14 +15,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .data import REPO_ROOT, sha256_of
-from .model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier
+from .model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier, StepwiseDenoiser, StepwiseDenoiserConfig
 
 WEIGHTS_DIR = REPO_ROOT / "weights"
 MANIFEST_PATH = WEIGHTS_DIR / "manifest.json"
 MODEL_KINDS = {
     "denoiser": (Denoiser, DenoiserConfig),
+    "stepwise_denoiser": (StepwiseDenoiser, StepwiseDenoiserConfig),  # a distilled student (Lab 6)
     "classifier": (SpriteClassifier, ClassifierConfig),
 }
+DENOISER_KINDS = ("denoiser", "stepwise_denoiser")  # what samples sprites
 LFS_POINTER_PREFIX = b"version https://git-lfs"
 
 

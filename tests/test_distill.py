@@ -100,7 +100,8 @@ def test_predict_v_retrains_a_copy_of_a_noise_predicting_teacher():
 
 @pytest.mark.parametrize(
     "argv, message",
-    [(["progressive", "--rounds", "8,3"], "must halve"), (["magic"], "invalid choice")],
+    [(["progressive", "--rounds", "8,3"], "must halve"), (["magic"], "invalid choice"),
+     (["progressive", "--own-levels", "445,x"], "comma-separated integers")],
 )
 def test_bad_distillation_options(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -132,6 +133,30 @@ def test_tiny_progressive_run_ships_a_student_per_round(private_weights):
     noise = torch.randn(2, 3, 16, 16)
     run = generate(load_model("progressive_2step"), schedule, noise, distill.student_sampler(two, schedule), progress=False)
     assert run.images.shape == (2, 3, 16, 16) and torch.isfinite(run.images).all()
+
+
+def test_tiny_progressive_run_gives_a_step_its_own_network(private_weights):
+    from shared.model import Denoiser, StepwiseDenoiser
+    from shared.samplers import timestep_levels
+
+    schedule = NoiseSchedule(500, "cosine")
+    own_level = timestep_levels(schedule, 8, "logsnr")[::2][1]  # the 4-step student's second step starts here
+    with pytest.raises(ValueError, match="steps start only at"):
+        distill.main(["progressive", "--rounds", "4,2", "--steps", "2", "--batch-size", "8", "--base-steps", "8", "--own-levels", "123"])
+    distill.main(["progressive", "--rounds", "4,2", "--steps", "2", "--batch-size", "8", "--base-steps", "8",
+                  "--own-levels", str(own_level), "--own-network-steps", "3"])
+    four, two = manifest_entry("progressive_4step"), manifest_entry("progressive_2step")
+    assert four["kind"] == "stepwise_denoiser" and four["config"]["own_levels"] == [own_level]
+    assert set(four["own_network_final_losses"]) == {str(own_level)}
+    assert two["kind"] == "denoiser" and "own_network_final_losses" not in two
+    student = load_model("progressive_4step")
+    assert isinstance(student, StepwiseDenoiser) and isinstance(load_model("progressive_2step"), Denoiser)
+    shared, own = student.shared.state_dict(), student.own[str(own_level)].state_dict()
+    assert any(not torch.equal(shared[k], own[k]) for k in shared), "the own network trained on its step"
+    copy = distill.make_student(student)  # the next round starts from the shared network
+    assert all(torch.equal(shared[k], v) for k, v in copy.state_dict().items())
+    run = generate(student, schedule, torch.randn(2, 3, 16, 16), distill.student_sampler(four, schedule), progress=False)
+    assert torch.isfinite(run.images).all()
 
 
 def test_tiny_progressive_run_with_a_v_conversion_first(private_weights):

@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from shared.model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier, count_parameters
+from shared.model import (
+    ClassifierConfig,
+    Denoiser,
+    DenoiserConfig,
+    SpriteClassifier,
+    StepwiseDenoiser,
+    StepwiseDenoiserConfig,
+    count_parameters,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +89,31 @@ def test_bad_input_says_what_was_expected(model, x, t, context, message):
 def test_bad_config():
     with pytest.raises(ValueError, match="prediction must be one of"):
         DenoiserConfig(prediction="noise")
+
+
+def test_stepwise_denoiser_sends_each_row_to_the_network_of_its_timestep():
+    torch.manual_seed(1)
+    stepwise = StepwiseDenoiser(StepwiseDenoiserConfig(base_channels=8, embed_dim=32, own_levels=(300, 40))).eval()
+    with torch.no_grad():
+        for p in stepwise.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, _ = inputs(5, seed=3)
+    t = torch.tensor([300, 7, 40, 300, 500])
+    context = torch.zeros(5, 9)
+    context[1, 2] = 1
+    own = {300: stepwise.own["300"], 40: stepwise.own["40"]}
+    expected = torch.cat([own.get(int(level), stepwise.shared)(x[i : i + 1], t[i : i + 1], context[i : i + 1]) for i, level in enumerate(t)])
+    assert torch.allclose(stepwise(x, t, context), expected, atol=1e-5)
+    same = torch.full((5,), 40)
+    assert torch.allclose(stepwise(x, same), own[40](x, same), atol=1e-6)
+    assert not torch.allclose(own[40](x, same), stepwise.shared(x, same), atol=1e-3)
+    assert stepwise.config.prediction == "eps" and stepwise.config.to_dict()["own_levels"] == (300, 40)
+    with pytest.raises(ValueError, match=r"\(B, 3, 16, 16\)"):
+        stepwise(torch.randn(2, 3, 8, 8), torch.tensor([300, 40]))
+    with pytest.raises(ValueError, match="own_levels must be distinct timesteps in 1..500"):
+        StepwiseDenoiserConfig(own_levels=(300, 300))
+    with pytest.raises(ValueError, match="own_levels must be distinct timesteps in 1..500"):
+        StepwiseDenoiserConfig(own_levels=(0,))
 
 
 def test_classifier_shapes_and_noise_awareness():
