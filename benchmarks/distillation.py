@@ -1,14 +1,20 @@
 """Distillation benchmark (Lab 6): the shipped students against 500-step DDPM with their teacher, same noise.
 
 Run alone (another torch process on the same cores slows both several-fold):
-    .venv/bin/python benchmarks/distillation.py                    # N = 1000, about 10 min on 2 cores
+    .venv/bin/python benchmarks/distillation.py                    # 4 draws of N = 1000, about 35 min on 2 cores
+    .venv/bin/python benchmarks/distillation.py --draws 1          # one draw, about 10 min: a quick look
     .venv/bin/python benchmarks/distillation.py --save-reference   # also rewrite data/ddpm500_samples.npz for Lab 6
 
 For the teacher's samplers (DDPM-500, DDIM-25, DPM-Solver++ at 10 steps) and every
 distilled student it prints:
   sprites/s  sprites per second for a batch of `--batch` (median of `--repeats` runs; DDPM-500:
              its full sampling run), and the speed-up over DDPM-500 measured in this same run;
-  FD         Frechet distance of N samples to the held-out sprites, and its ratio to DDPM-500's;
+  FD         Frechet distance of N samples to the held-out sprites: its mean over `--draws` draws of
+             N noises (seeds 2020, 2021, ...; every sampler gets the same noises), the standard error
+             of that mean, each draw's FD, and the ratio of the mean to DDPM-500's mean. One draw is
+             not enough: at N = 1000 the FD of the same sampler moves by about 0.1 (15%) from one
+             draw of noise to the next, and so does the real-vs-real floor, more than the targets'
+             margins;
   recall     share of samples within NEAR_COPY_RMS of a training sprite, and the median distance
              to the nearest one (students should generate, not recall).
 Then, for each progressive student, how far each of its steps lands from where its own teacher
@@ -92,42 +98,50 @@ def local_errors(name, schedule, metrics, n=512):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="samples per FD (default 1000)")
+    parser.add_argument("--draws", type=int, default=4, help="draws of N noises; FDs are averaged over them (default 4)")
     parser.add_argument("--batch", type=int, default=250, help="sprites per timed run (default 250)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per fast sampler; median reported")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--save-reference", action="store_true", help=f"write the DDPM-500 samples to {REFERENCE_PATH.relative_to(DATA_DIR.parent)}")
+    parser.add_argument("--save-reference", action="store_true", help=f"write the first draw's DDPM-500 samples to {REFERENCE_PATH.relative_to(DATA_DIR.parent)}")
     args = parser.parse_args()
+    if args.draws < 1:
+        parser.error(f"--draws must be at least 1, got {args.draws}")
     torch.set_num_threads(args.threads)
     teacher = load_model("unconditional").requires_grad_(False)
     schedule = NoiseSchedule(500, manifest_entry("unconditional")["schedule"])
     metrics = SpriteMetrics(load_model("classifier"))
-    noise = torch.randn(args.n, 3, 16, 16, generator=torch.Generator().manual_seed(NOISE_SEED))
+    draws = [torch.randn(args.n, 3, 16, 16, generator=torch.Generator().manual_seed(NOISE_SEED + k)) for k in range(args.draws)]
     students = [name for name in available_weights() if "sampling" in manifest_entry(name)]
     print(f"torch {torch.__version__}, {args.threads} threads; teacher 'unconditional'; students: {', '.join(students)}")
 
     rows = {}
     start = time.perf_counter()
-    images = sample(teacher, schedule, noise, "ddpm", 500, args.batch)
-    rows["DDPM-500"] = {"rate": args.n / (time.perf_counter() - start), "images": images}
+    images = [sample(teacher, schedule, noise, "ddpm", 500, args.batch) for noise in draws]
+    rows["DDPM-500"] = {"rate": args.n * args.draws / (time.perf_counter() - start), "images": images}
     if args.save_reference:
-        np.savez_compressed(REFERENCE_PATH, images=to_uint8(images), noise_seed=NOISE_SEED, sampler_seed=SAMPLER_SEED,
+        np.savez_compressed(REFERENCE_PATH, images=to_uint8(images[0]), noise_seed=NOISE_SEED, sampler_seed=SAMPLER_SEED,
                             batch=args.batch, command=" ".join(["python", *sys.argv]))
         print(f"wrote {REFERENCE_PATH}")
     for label, sampler, steps in (("DDIM-25", "ddim", 25), ("solver-10", "dpmsolver", 10)):
         rows[label] = {"rate": sprites_per_second(teacher, schedule, sampler, steps, args.batch, max(1, args.repeats // 3)),
-                       "images": sample(teacher, schedule, noise, sampler, steps, args.batch)}
+                       "images": [sample(teacher, schedule, noise, sampler, steps, args.batch) for noise in draws]}
     for name in students:
         model, sampler = load_model(name).requires_grad_(False), student_sampler(manifest_entry(name), schedule)
         rows[name] = {"rate": sprites_per_second(model, schedule, sampler, None, args.batch, args.repeats),
-                      "images": sample(model, schedule, noise, sampler, None, args.batch)}
+                      "images": [sample(model, schedule, noise, sampler, None, args.batch) for noise in draws]}
 
     for row in rows.values():
-        row["fd"] = metrics.frechet(row["images"])
+        row["fds"] = [metrics.frechet(images) for images in row["images"]]
+        row["fd"] = statistics.mean(row["fds"])
+        row["error"] = statistics.stdev(row["fds"]) / len(row["fds"]) ** 0.5 if len(row["fds"]) > 1 else float("nan")
     base = rows["DDPM-500"]
-    print(f"\nFD at N = {args.n}; speed for batches of {args.batch} on {args.threads} threads")
-    print(f"  {'sampler':18s} {'sprites/s':>10s} {'speed-up':>9s} {'FD':>7s} {'FD/DDPM':>8s} {'recalled':>9s} {'NN dist':>8s}  target")
+    floors = [metrics.real_floor(min(args.n, len(metrics.train)), seed=k) for k in range(args.draws)]
+    print(f"\nFD at N = {args.n}: mean ± standard error over {args.draws} draws of noise (seeds {NOISE_SEED}..{NOISE_SEED + args.draws - 1}), "
+          f"then each draw's; speed for batches of {args.batch} on {args.threads} threads")
+    print(f"  {'sampler':18s} {'sprites/s':>10s} {'speed-up':>9s} {'FD':>14s} {'FD/DDPM':>8s} {'recalled':>9s} {'NN dist':>8s}  "
+          f"{'per draw':{6 * args.draws}s}  target")
     for name, row in rows.items():
-        copies = metrics.near_copies(row["images"])
+        copies = metrics.near_copies(torch.cat(row["images"]))
         speedup, ratio = row["rate"] / base["rate"], row["fd"] / base["fd"]
         target = ""
         if name in TARGETS:
@@ -135,11 +149,12 @@ def main():
             checks = [ratio <= need_ratio] + ([speedup >= need_speed, row["rate"] >= ONE_STEP_RATE] if need_speed else [])
             wants = (f">= {need_speed}x, >= {ONE_STEP_RATE}/s and " if need_speed else "") + f"FD <= {need_ratio}x"
             target = f"{wants}: {'met' if all(checks) else 'NOT met'}"
-        print(f"  {name:18s} {row['rate']:10.0f} {speedup:8.0f}x {row['fd']:7.3f} {ratio:7.2f}x "
-              f"{copies['share']:8.1%} {copies['median_rms']:8.3f}  {target}")
-    print(f"  real held-out sprites, nearest training sprite: median distance "
-          f"{metrics.near_copies(metrics.validation.images)['median_rms']:.3f}; real-vs-real FD floor at N = {args.n}: "
-          f"{metrics.real_floor(min(args.n, len(metrics.train))):.3f}")
+        per_draw = " ".join(f"{fd:5.3f}" for fd in row["fds"])
+        print(f"  {name:18s} {row['rate']:10.0f} {speedup:8.0f}x {row['fd']:7.3f} ± {row['error']:.3f} {ratio:7.2f}x "
+              f"{copies['share']:8.1%} {copies['median_rms']:8.3f}  {per_draw:{6 * args.draws}s}  {target}")
+    print(f"  real-vs-real FD floor at N = {args.n}, {args.draws} draws of training sprites: {statistics.mean(floors):.3f} "
+          f"({' '.join(f'{f:.3f}' for f in floors)})")
+    print(f"  real held-out sprites, nearest training sprite: median distance {metrics.near_copies(metrics.validation.images)['median_rms']:.3f}")
 
     print("\nEach progressive student's steps against its teacher's (RMS miss where the step lands), starting from")
     print(f"  {'':14s} {'teacher path':>14s}  {'noised train':>14s}  {'noised held-out':>14s}")

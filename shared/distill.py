@@ -31,8 +31,10 @@ copy of the round's network, trained --own-network-steps more steps on that step
 alone (a StepwiseDenoiser). The four-step student's second step, where the
 sprite's layout is decided, misses its teacher far more than the others; its
 own copy misses less, and sampling still costs one network call per step. The
-next round starts again from the shared network. The idea of students that
-each cover part of the work is Song et al.'s (Multi-student distillation, 2024).
+next round starts again from the shared network. Copies of one network
+fine-tuned for different noise levels are eDiff-I's "ensemble of expert
+denoisers" (Balaji et al. 2022); Song et al. 2024 (multi-student distillation)
+split a one-step student's work among several students by condition instead.
 """
 
 from __future__ import annotations
@@ -320,12 +322,12 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
         student, levels, final, seconds = progressive_round(
             teacher, student, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device)
         seconds, convert_seconds = seconds + convert_seconds, 0.0  # the conversion counts in round 1's time
-        shipped, own = student, {}
+        shipped, own, own_seconds = student, {}, 0.0
         if own_levels & set(levels[:-1]):
             shipped, own, own_seconds = give_own_networks(student, student_segments(teacher_levels, n_student), own_levels,
                                                           teacher, teacher_sampler, schedule, images, run, device)
-            seconds += own_seconds
-        total += seconds
+        total += seconds  # the own networks are not part of the later students' making
+        seconds += own_seconds
         name = f"{run.name}_{n_student}step"
         save_model(shipped, name, "stepwise_denoiser" if own else "denoiser", {
             "train_command": command,
@@ -334,7 +336,7 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
             "sampling": {"sampler": "ddim", "levels": levels, "clip_x0": False},
             "distilled_from": f"{run.teacher} ({len(teacher_levels) - 1} steps)" if n_student == rounds[0] else f"{run.name}_{len(teacher_levels) - 1}step",
             "training_time_s": round(seconds, 1),
-            "cumulative_training_time_s": round(total, 1),
+            "cumulative_training_time_s": round(total + own_seconds, 1),
             "final_loss": final,
             **({"own_network_final_losses": {str(level): loss for level, loss in own.items()}} if own else {}),
             "device": str(device),

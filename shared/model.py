@@ -204,7 +204,8 @@ class StepwiseDenoiser(nn.Module):
     of its steps, where the sprite's layout is decided, is far harder to learn than the others.
     A copy of the network that serves that step alone does not share its capacity with the
     other steps; sampling costs the same, one call of the same-sized network per step. Rows
-    whose timestep has no copy of its own go to the shared network.
+    whose timestep has no copy of its own go to the shared network. (eDiff-I, Balaji et al. 2022,
+    fine-tunes copies of one denoiser for different noise levels in the same way.)
     """
 
     def __init__(self, config: StepwiseDenoiserConfig):
