@@ -281,7 +281,7 @@ def give_own_networks(student, segments, own_levels, teacher, teacher_sampler, s
         generator = torch.Generator().manual_seed(run.seed + segment[0])
         weight = landing_factor(schedule, segment[0], segment[-1]) ** 2
 
-        def loss_of_batch(step, network=network, segment=segment, weight=weight):
+        def loss_of_batch(step, network=network, segment=segment, weight=weight, generator=generator):
             x0, noise = random_rows(images, run.batch_size, generator, device)
             x_t, t, target = step_batch(teacher, teacher_sampler, segment, schedule, x0, noise)
             return weight * (predicted_x0(network, schedule, x_t, t) - target).pow(2).mean()

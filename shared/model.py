@@ -182,7 +182,6 @@ class Denoiser(nn.Module):
                 raise ValueError(f"context is on {context.device} but the model is on {device}")
 
 
-
 @dataclass
 class StepwiseDenoiserConfig(DenoiserConfig):
     own_levels: tuple[int, ...] = ()  # timesteps whose rows go to their own copy of the network

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import shared.weights as weights
-from shared.model import Denoiser, SpriteClassifier
+from shared.model import Denoiser, SpriteClassifier, StepwiseDenoiser
 from shared.weights import WeightsError, available_weights, check_weight_file, load_model, manifest_entry, read_manifest
 
 
@@ -29,7 +29,8 @@ def test_entry_records_config_checksum_and_retraining(name):
 def test_every_shipped_file_loads():
     for name in available_weights():
         model = load_model(name)
-        assert isinstance(model, (Denoiser, SpriteClassifier)) and not model.training
+        expected = {"denoiser": Denoiser, "stepwise_denoiser": StepwiseDenoiser, "classifier": SpriteClassifier}[manifest_entry(name)["kind"]]
+        assert type(model) is expected and not model.training, name
 
 
 def test_context_model_was_trained_with_context_dropout():
