@@ -311,7 +311,7 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
     schedule = NoiseSchedule(entry["config"]["T"], entry.get("schedule", "cosine")).to(device)
     teacher, teacher_sampler, teacher_levels = round_teacher(run.teacher, schedule, run.base_steps, device)
     own_levels = parse_levels(run.own_levels)
-    step_starts = {level for n in rounds for segment in student_segments(teacher_levels, n) for level in segment[:1]}
+    step_starts = {segment[0] for n in rounds for segment in student_segments(teacher_levels, n)}
     if not own_levels <= step_starts:
         raise ValueError(f"--own-levels {run.own_levels}: the students' steps start only at {sorted(step_starts, reverse=True)}")
     generator = torch.Generator().manual_seed(run.seed)
