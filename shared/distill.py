@@ -270,13 +270,13 @@ def give_own_networks(student, segments, own_levels, teacher, teacher_sampler, s
     The copies are for sampling with this student only: the next round starts from, and is taught by,
     the shared network. They draw from their own random generators, so the rounds that follow draw
     the same batches with or without them."""
-    config = StepwiseDenoiserConfig(**student.config.to_dict(), own_levels=tuple(own_levels))
+    # copies only where this student has a step: a level listed for another round's student gets none here
+    owned = [segment for segment in segments if segment[0] in own_levels]
+    config = StepwiseDenoiserConfig(**student.config.to_dict(), own_levels=tuple(segment[0] for segment in owned))
     stepwise = StepwiseDenoiser(config).to(device)
     stepwise.shared.load_state_dict(student.state_dict())
     losses, seconds = {}, 0.0
-    for segment in segments:
-        if segment[0] not in own_levels:
-            continue
+    for segment in owned:
         network = copy.deepcopy(student).train().requires_grad_(True)
         generator = torch.Generator().manual_seed(run.seed + segment[0])
         weight = landing_factor(schedule, segment[0], segment[-1]) ** 2

@@ -136,21 +136,24 @@ def test_tiny_progressive_run_ships_a_student_per_round(private_weights):
 
 
 def test_tiny_progressive_run_gives_a_step_its_own_network(private_weights):
-    from shared.model import Denoiser, StepwiseDenoiser
+    from shared.model import StepwiseDenoiser
     from shared.samplers import timestep_levels
 
     schedule = NoiseSchedule(500, "cosine")
-    own_level = timestep_levels(schedule, 8, "logsnr")[::2][1]  # the 4-step student's second step starts here
+    four_levels = timestep_levels(schedule, 8, "logsnr")[::2]
+    own_level, shared_level = four_levels[1], four_levels[2]  # the 4-step student's 2nd and 3rd steps start here; the 2-step's 2nd too
     with pytest.raises(ValueError, match="steps start only at"):
         distill.main(["progressive", "--rounds", "4,2", "--steps", "2", "--batch-size", "8", "--base-steps", "8", "--own-levels", "123"])
     distill.main(["progressive", "--rounds", "4,2", "--steps", "2", "--batch-size", "8", "--base-steps", "8",
-                  "--own-levels", str(own_level), "--own-network-steps", "3"])
+                  "--own-levels", f"{own_level},{shared_level}", "--own-network-steps", "3"])
     four, two = manifest_entry("progressive_4step"), manifest_entry("progressive_2step")
-    assert four["kind"] == "stepwise_denoiser" and four["config"]["own_levels"] == [own_level]
-    assert set(four["own_network_final_losses"]) == {str(own_level)}
-    assert two["kind"] == "denoiser" and "own_network_final_losses" not in two
+    assert four["kind"] == "stepwise_denoiser" and four["config"]["own_levels"] == [own_level, shared_level]
+    assert set(four["own_network_final_losses"]) == {str(own_level), str(shared_level)}
+    # the 2-step student has no step at own_level, so it gets no copy for it
+    assert two["kind"] == "stepwise_denoiser" and two["config"]["own_levels"] == [shared_level]
+    assert set(two["own_network_final_losses"]) == {str(shared_level)}
     student = load_model("progressive_4step")
-    assert isinstance(student, StepwiseDenoiser) and isinstance(load_model("progressive_2step"), Denoiser)
+    assert isinstance(student, StepwiseDenoiser) and isinstance(load_model("progressive_2step"), StepwiseDenoiser)
     shared, own = student.shared.state_dict(), student.own[str(own_level)].state_dict()
     assert any(not torch.equal(shared[k], own[k]) for k in shared), "the own network trained on its step"
     copy = distill.make_student(student)  # the next round starts from the shared network
