@@ -317,7 +317,8 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
     generator = torch.Generator().manual_seed(run.seed)
     images = load_sprites("train").images.to(device)
     student, convert_seconds = predict_v(teacher, schedule, images, run, generator)
-    total = entry.get("cumulative_training_time_s", 0.0)  # from the base model, across commands
+    # From the base model, across commands; a stepwise teacher passes on only its shared network, not its copies.
+    total = entry.get("cumulative_training_time_s", 0.0) - entry.get("own_networks_training_time_s", 0.0)
     for n_student in rounds:
         student, levels, final, seconds = progressive_round(
             teacher, student, teacher_sampler, teacher_levels, n_student, schedule, images, run, generator, device)
@@ -338,7 +339,8 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
             "training_time_s": round(seconds, 1),
             "cumulative_training_time_s": round(total + own_seconds, 1),
             "final_loss": final,
-            **({"own_network_final_losses": {str(level): loss for level, loss in own.items()}} if own else {}),
+            **({"own_network_final_losses": {str(level): loss for level, loss in own.items()},
+                "own_networks_training_time_s": round(own_seconds, 1)} if own else {}),
             "device": str(device),
             "torch": torch.__version__,
         })

@@ -160,6 +160,13 @@ def test_tiny_progressive_run_gives_a_step_its_own_network(private_weights):
     assert all(torch.equal(shared[k], v) for k, v in copy.state_dict().items())
     run = generate(student, schedule, torch.randn(2, 3, 16, 16), distill.student_sampler(four, schedule), progress=False)
     assert torch.isfinite(run.images).all()
+    # the copies' training time counts for their own file, but is not inherited by later students
+    shared_time = four["cumulative_training_time_s"] - four["own_networks_training_time_s"]
+    assert two["cumulative_training_time_s"] - two["own_networks_training_time_s"] == pytest.approx(
+        shared_time + two["training_time_s"] - two["own_networks_training_time_s"], abs=0.25)
+    distill.main(["progressive", "--teacher", "progressive_4step", "--rounds", "2", "--steps", "2", "--batch-size", "8", "--name", "again"])
+    again = manifest_entry("again_2step")
+    assert again["cumulative_training_time_s"] == pytest.approx(shared_time + again["training_time_s"], abs=0.25)
 
 
 def test_tiny_progressive_run_with_a_v_conversion_first(private_weights):
