@@ -5,7 +5,8 @@ Run alone (another torch process on the same cores slows both several-fold):
     .venv/bin/python benchmarks/foundation.py --only speed    # throughput and sampling time, ~6 min
     .venv/bin/python benchmarks/foundation.py --only budget   # equal wall-clock training, ~30 min
     .venv/bin/python benchmarks/foundation.py --only quality  # shipped models at N = 1000, ~13 min
-    (--models context samples only the context model in the quality section)
+    (--models context samples only the context model in the quality section; any denoiser in
+    weights/manifest.json can be named, such as one you re-trained with python -m shared.train)
 Both networks use the same threads, batch, data, schedule, loss, optimiser and
 EMA; only the network differs. Times are medians of several runs; every ratio
 compares two numbers measured in this same run.
@@ -33,7 +34,7 @@ from shared.model import Denoiser, count_parameters  # noqa: E402
 from shared.samplers import generate  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
 from shared.train import denoising_loss, draw_denoising_batch, learning_rate, update_weights  # noqa: E402
-from shared.weights import load_model, manifest_entry  # noqa: E402
+from shared.weights import WeightsError, load_model, manifest_entry  # noqa: E402
 
 T = 500
 
@@ -142,27 +143,37 @@ def budget(args, schedule, images, metrics):
 
 
 def quality(args, schedule, metrics):
+    names = [name for name in args.models.split(",") if name]
+    for name in names:
+        try:
+            entry = manifest_entry(name)
+        except WeightsError as error:
+            raise SystemExit(f"--models: {error}") from None
+        if "p_uncond" not in entry.get("training", {}):
+            raise SystemExit(f"--models: {name!r} is not a denoiser trained by shared.train "
+                             "(distilled students are measured by benchmarks/distillation.py)")
     n = args.n_quality
     floor = metrics.real_floor(n)
     print(f"\n== Shipped models, 500-step DDPM, N = {n} (real-vs-real floor {floor:.2f}) ==")
-    if "unconditional" in args.models:
+    for name in names:
+        if manifest_entry(name)["training"]["p_uncond"] < 1:  # trained with its group as context
+            context_quality(name, schedule, metrics, n, floor)
+            continue
         start = time.perf_counter()
-        samples = sample_n(load_model("unconditional"), schedule, n, seed=11)
+        samples = sample_n(load_model(name), schedule, n, seed=11)
         fd = metrics.frechet(samples)
         copies = metrics.near_copies(samples)
-        print(f"unconditional: FD {fd:.2f} = {fd / floor:.2f}x floor; near copies {copies['share']:.1%} "
+        print(f"{name}: FD {fd:.2f} = {fd / floor:.2f}x floor; near copies {copies['share']:.1%} "
               f"(median nearest RMS {copies['median_rms']:.3f}); {time.perf_counter() - start:.0f} s")
-    if "context" in args.models:
-        context_quality(schedule, metrics, n, floor)
     val_copies = metrics.near_copies(metrics.validation.images)
     print(f"for reference, held-out real sprites counted as near copies of training sprites: {val_copies['share']:.1%}")
-    for name in ("unconditional", "context", "classifier"):
+    for name in names + ["classifier"]:
         entry = manifest_entry(name)
         print(f"{name}: trained {entry['training_time_s']:.0f} s on {entry.get('device', 'cpu')}, final loss {entry['final_loss']}")
 
 
-def context_quality(schedule, metrics, n, floor):
-    context = load_model("context")
+def context_quality(name, schedule, metrics, n, floor):
+    context = load_model(name)
     # Groups in the proportions of the held-out sprites (People & Body is 59%), so the FD
     # compares like with like; the accuracy of each group is then measured on its share.
     shares = torch.bincount(metrics.validation.labels, minlength=len(GROUPS)).double()
@@ -172,7 +183,7 @@ def context_quality(schedule, metrics, n, floor):
     accuracy = metrics.class_accuracy(samples, labels)
     real = metrics.class_accuracy(metrics.validation.images, metrics.validation.labels)
     fd = metrics.frechet(samples)
-    print(f"context (groups in held-out proportions): FD {fd:.2f} = {fd / floor:.2f}x floor; "
+    print(f"{name} (groups in held-out proportions): FD {fd:.2f} = {fd / floor:.2f}x floor; "
           f"near copies {metrics.near_copies(samples)['share']:.1%}")
     print(f"class accuracy of context samples: {accuracy['overall']:.1%} overall "
           f"(the classifier on held-out real sprites: {real['overall']:.1%})")
@@ -195,7 +206,7 @@ def main():
     parser.add_argument("--budget-s", type=float, default=600)
     parser.add_argument("--n-budget", type=int, default=500)
     parser.add_argument("--n-quality", type=int, default=1000)
-    parser.add_argument("--models", default="unconditional,context", help="shipped models the quality section samples")
+    parser.add_argument("--models", default="unconditional,context", help="denoisers (comma-separated names in weights/manifest.json) the quality section samples")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sections = args.only or ["speed", "budget", "quality"]
