@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.foundation import trained_with_context  # noqa: E402
 from shared.data import GROUPS, context_vector  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.samplers import DDIMSampler, DPMSolverSampler, generate, half_log_snr  # noqa: E402
@@ -70,9 +71,9 @@ def draw_contexts(metrics, n, seed):
     return torch.stack([context_vector(int(g)) for g in labels])
 
 
-def benchmark(name, model, schedule, metrics, args):
+def benchmark(name, model, schedule, metrics, args, conditional):
     draws = [torch.randn(args.n, 3, 16, 16, generator=torch.Generator().manual_seed(2020 + k)) for k in range(args.draws)]
-    contexts = [draw_contexts(metrics, args.n, k) if name == "context" else None for k in range(args.draws)]
+    contexts = [draw_contexts(metrics, args.n, k) if conditional else None for k in range(args.draws)]
     timing_noise = draws[0][: args.batch]
     timing_contexts = None if contexts[0] is None else contexts[0][: args.batch]
     rows = {}
@@ -169,18 +170,20 @@ def main():
     parser.add_argument("--batch", type=int, default=64, help="sprites per timed run (default 64)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per sampler; median reported (DDPM: half)")
     parser.add_argument("--ode-n", type=int, default=1000, help="sprites for the ODE-error comparison (the first draw's)")
-    parser.add_argument("--models", nargs="+", default=["unconditional", "context"], choices=["unconditional", "context"])
+    parser.add_argument("--models", nargs="+", default=["unconditional", "context"],
+                        help="denoisers in weights/manifest.json that shared.train made (a re-trained one too)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if args.draws < 1:
         parser.error(f"--draws must be at least 1, got {args.draws}")
+    conditional = {name: trained_with_context(name) for name in args.models}
     torch.set_num_threads(args.threads)
     schedule = NoiseSchedule(500, "cosine")
     metrics = SpriteMetrics(load_model("classifier"))
     print(f"torch {torch.__version__}, {args.threads} threads; groups: {len(GROUPS)}")
     for name in args.models:
         print(f"\n== {name} ==")
-        benchmark(name, load_model(name).requires_grad_(False), schedule, metrics, args)
+        benchmark(name, load_model(name).requires_grad_(False), schedule, metrics, args, conditional[name])
 
 
 if __name__ == "__main__":

@@ -142,21 +142,26 @@ def budget(args, schedule, images, metrics):
     print(f"FD ratio ours / ContextUnet: {results['ours'] / results['ContextUnet']:.2f} (target <= 0.5)")
 
 
+def trained_with_context(name: str) -> bool:
+    """Whether the denoiser `name` (one that shared.train made) learnt groups; exits with a clear message otherwise."""
+    try:
+        entry = manifest_entry(name)
+    except WeightsError as error:
+        raise SystemExit(f"--models: {error}") from None
+    if "p_uncond" not in entry.get("training", {}):
+        raise SystemExit(f"--models: {name!r} is not a denoiser trained by shared.train "
+                         "(distilled students are measured by benchmarks/distillation.py)")
+    return entry["training"]["p_uncond"] < 1  # context dropped for only part of each batch
+
+
 def quality(args, schedule, metrics):
     names = [name for name in args.models.split(",") if name]
-    for name in names:
-        try:
-            entry = manifest_entry(name)
-        except WeightsError as error:
-            raise SystemExit(f"--models: {error}") from None
-        if "p_uncond" not in entry.get("training", {}):
-            raise SystemExit(f"--models: {name!r} is not a denoiser trained by shared.train "
-                             "(distilled students are measured by benchmarks/distillation.py)")
+    conditional = {name: trained_with_context(name) for name in names}  # checks every name before sampling
     n = args.n_quality
     floor = metrics.real_floor(n)
     print(f"\n== Shipped models, 500-step DDPM, N = {n} (real-vs-real floor {floor:.2f}) ==")
     for name in names:
-        if manifest_entry(name)["training"]["p_uncond"] < 1:  # trained with its group as context
+        if conditional[name]:
             context_quality(name, schedule, metrics, n, floor)
             continue
         start = time.perf_counter()
