@@ -18,15 +18,16 @@ def pick_device(preferred: str | None = None) -> torch.device:
             raise ValueError("device 'cuda' was asked for, but this machine has no CUDA GPU")
         if preferred == "mps" and not torch.backends.mps.is_available():
             raise ValueError("device 'mps' was asked for, but this machine has no Apple GPU")
-        if preferred == "cuda":
-            disable_tf32()
-        return torch.device(preferred)
-    if torch.cuda.is_available():
+        device = torch.device(preferred)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda":
         disable_tf32()
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return device
 
 
 def disable_tf32() -> None:
