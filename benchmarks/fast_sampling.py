@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.foundation import trained_with_context  # noqa: E402
+from benchmarks.foundation import model_names, trained_with_context  # noqa: E402
 from shared.data import GROUPS, context_vector  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.samplers import DDIMSampler, DPMSolverSampler, generate, half_log_snr  # noqa: E402
@@ -176,12 +176,13 @@ def main():
     args = parser.parse_args()
     if args.draws < 1:
         parser.error(f"--draws must be at least 1, got {args.draws}")
-    conditional = {name: trained_with_context(name) for name in args.models}
+    names = model_names(args.models)
+    conditional = {name: trained_with_context(name) for name in names}
     torch.set_num_threads(args.threads)
     schedule = NoiseSchedule(500, "cosine")
     metrics = SpriteMetrics(load_model("classifier"))
     print(f"torch {torch.__version__}, {args.threads} threads; groups: {len(GROUPS)}")
-    for name in args.models:
+    for name in names:
         print(f"\n== {name} ==")
         benchmark(name, load_model(name).requires_grad_(False), schedule, metrics, args, conditional[name])
 

@@ -5,8 +5,9 @@ Run alone (another torch process on the same cores slows both several-fold):
     .venv/bin/python benchmarks/foundation.py --only speed    # throughput and sampling time, ~6 min
     .venv/bin/python benchmarks/foundation.py --only budget   # equal wall-clock training, ~30 min
     .venv/bin/python benchmarks/foundation.py --only quality  # shipped models at N = 1000, ~13 min
-    (--models context samples only the context model in the quality section; any denoiser in
-    weights/manifest.json can be named, such as one you re-trained with python -m shared.train)
+    (--models context samples only the context model in the quality section. --models takes any
+    denoiser in weights/manifest.json that python -m shared.train made, a re-trained one too,
+    its names separated by spaces or commas, as in benchmarks/fast_sampling.py)
 Both networks use the same threads, batch, data, schedule, loss, optimiser and
 EMA; only the network differs. Times are medians of several runs; every ratio
 compares two numbers measured in this same run.
@@ -154,8 +155,13 @@ def trained_with_context(name: str) -> bool:
     return entry["training"]["p_uncond"] < 1  # context dropped for only part of each batch
 
 
+def model_names(arguments: list[str]) -> list[str]:
+    """Names given to --models, separated by spaces, commas or both ("unconditional context", "unconditional,context")."""
+    return [name for argument in arguments for name in argument.split(",") if name]
+
+
 def quality(args, schedule, metrics):
-    names = [name for name in args.models.split(",") if name]
+    names = model_names(args.models)
     conditional = {name: trained_with_context(name) for name in names}  # checks every name before sampling
     n = args.n_quality
     floor = metrics.real_floor(n)
@@ -211,7 +217,8 @@ def main():
     parser.add_argument("--budget-s", type=float, default=600)
     parser.add_argument("--n-budget", type=int, default=500)
     parser.add_argument("--n-quality", type=int, default=1000)
-    parser.add_argument("--models", default="unconditional,context", help="denoisers (comma-separated names in weights/manifest.json) the quality section samples")
+    parser.add_argument("--models", nargs="+", default=["unconditional", "context"],
+                        help="denoisers in weights/manifest.json that the quality section samples (a re-trained one too)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sections = args.only or ["speed", "budget", "quality"]
