@@ -34,6 +34,7 @@ test: $(TEST_STAMP)
 benchmark: setup
 	$(RUN) $(BIN)/python benchmarks/foundation.py
 	$(RUN) $(BIN)/python benchmarks/fast_sampling.py
+	$(RUN) $(BIN)/python benchmarks/tune_grid.py
 	$(RUN) $(BIN)/python benchmarks/guidance.py
 	$(RUN) $(BIN)/python benchmarks/distillation.py
 

@@ -19,3 +19,22 @@ def test_trained_with_context_reads_the_manifest():
 def test_models_that_no_benchmark_samples_stop_with_a_clear_message(name, says):
     with pytest.raises(SystemExit, match=says):
         trained_with_context(name)
+
+
+def test_grid_tuning_keeps_a_valid_grid_and_never_raises_the_error_it_fits():
+    import torch
+
+    from benchmarks.fast_sampling import exact_ode
+    from benchmarks.tune_grid import STEPS, distances, rms, tune
+    from shared.samplers import DPMSolverSampler, check_levels, timestep_levels
+    from shared.schedule import NoiseSchedule
+    from shared.weights import load_model
+
+    schedule, model = NoiseSchedule(500, "cosine"), load_model("unconditional")
+    noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    exact, _, _ = exact_ode(model, schedule, noise, None)
+    tuned = tune(model, schedule, noise, exact, sweeps=1)
+    assert check_levels(tuned, 500) == tuned and len(tuned) == STEPS + 1
+    banded = timestep_levels(schedule, STEPS, "banded")
+    before = rms(distances(model, schedule, noise, exact, DPMSolverSampler, banded))
+    assert rms(distances(model, schedule, noise, exact, DPMSolverSampler, tuned)) <= before
