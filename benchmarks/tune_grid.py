@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.fast_sampling import exact_ode  # noqa: E402
+from benchmarks.foundation import trained_with_context  # noqa: E402
 from shared.samplers import DDIMSampler, DPMSolverSampler, generate, timestep_levels  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
 from shared.weights import load_model  # noqa: E402
@@ -70,12 +71,16 @@ def tune(model, schedule, noise, exact, sweeps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="unconditional", help="an unconditional denoiser in weights/manifest.json")
+    parser.add_argument("--model", default="unconditional", help="a denoiser in weights/manifest.json that shared.train made; sampled without context")
     parser.add_argument("--fit-n", type=int, default=256, help="noises the grid is tuned on (seed 777)")
     parser.add_argument("--n", type=int, default=1000, help="noises it is measured on (seed 2020, as fast_sampling.py's first draw)")
     parser.add_argument("--sweeps", type=int, default=4, help="at most this many passes over the levels")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    try:
+        trained_with_context(args.model)  # an unknown name or a distilled student stops here
+    except SystemExit as error:
+        parser.error(f"--model: {str(error).removeprefix('--models: ')}")
     torch.set_num_threads(args.threads)
     schedule = NoiseSchedule(500, "cosine")
     model = load_model(args.model).requires_grad_(False)

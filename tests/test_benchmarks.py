@@ -38,3 +38,14 @@ def test_grid_tuning_keeps_a_valid_grid_and_never_raises_the_error_it_fits():
     banded = timestep_levels(schedule, STEPS, "banded")
     before = rms(distances(model, schedule, noise, exact, DPMSolverSampler, banded))
     assert rms(distances(model, schedule, noise, exact, DPMSolverSampler, tuned)) <= before
+
+
+def test_grid_tuning_names_a_bad_model_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "tune_grid.py"
+    result = subprocess.run([sys.executable, str(script), "--model", "progressive_4step"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--model: 'progressive_4step' is not a denoiser trained by shared.train" in result.stderr
