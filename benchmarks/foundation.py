@@ -143,14 +143,15 @@ def budget(args, schedule, images, metrics):
     print(f"FD ratio ours / ContextUnet: {results['ours'] / results['ContextUnet']:.2f} (target <= 0.5)")
 
 
-def trained_with_context(name: str) -> bool:
-    """Whether the denoiser `name` (one that shared.train made) learnt groups; exits with a clear message otherwise."""
+def trained_with_context(name: str, option: str = "--models") -> bool:
+    """Whether the denoiser `name` (one that shared.train made) learnt groups; exits with a clear message,
+    naming the command-line `option` that gave the name, otherwise."""
     try:
         entry = manifest_entry(name)
     except WeightsError as error:
-        raise SystemExit(f"--models: {error}") from None
+        raise SystemExit(f"{option}: {error}") from None
     if "p_uncond" not in entry.get("training", {}):
-        raise SystemExit(f"--models: {name!r} is not a denoiser trained by shared.train "
+        raise SystemExit(f"{option}: {name!r} is not a denoiser trained by shared.train "
                          "(distilled students are measured by benchmarks/distillation.py)")
     return entry["training"]["p_uncond"] < 1  # context dropped for only part of each batch
 

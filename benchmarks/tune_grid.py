@@ -78,9 +78,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     try:
-        trained_with_context(args.model)  # an unknown name or a distilled student stops here
+        trained_with_context(args.model, option="--model")  # an unknown name or a distilled student stops here
     except SystemExit as error:
-        parser.error(f"--model: {str(error).removeprefix('--models: ')}")
+        parser.error(str(error))  # with the usage line
     torch.set_num_threads(args.threads)
     schedule = NoiseSchedule(500, "cosine")
     model = load_model(args.model).requires_grad_(False)
