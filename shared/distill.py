@@ -108,8 +108,7 @@ def landing_factor(schedule: NoiseSchedule, t: int, t_target: int) -> float:
 @torch.no_grad()
 def run_teacher(teacher, sampler, levels: list[int], x: torch.Tensor) -> torch.Tensor:
     """The teacher's deterministic path from x at levels[0] through each of `levels` in turn."""
-    if hasattr(sampler, "previous"):
-        sampler.previous = None  # a multistep solver starts each segment afresh
+    sampler.restart()  # a multistep solver starts each segment afresh
     for t, t_next in zip(levels[:-1], levels[1:]):
         output = teacher(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
         x, _ = sampler.step(output, t, t_next, x, prediction=teacher.config.prediction)

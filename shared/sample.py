@@ -25,7 +25,7 @@ from .schedule import NoiseSchedule
 from .weights import DENOISER_KINDS, WeightsError, available_weights, load_model, manifest_entry
 
 # Few steps suffice for the deterministic samplers (see Lab 4); DDPM needs them all.
-DEFAULT_STEPS = {"ddpm": None, "ddim": 25, "dpmsolver": 10}
+DEFAULT_STEPS = {"ddpm": None, "ddim": 25, "dpmsolver": 10, "unipc": 10}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", default=None, choices=sorted(SAMPLERS),
                         help="sampler (default: ddpm; a distilled student always uses its own DDIM grid)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="number of denoising steps (default: all T for ddpm, 25 for ddim, 10 for dpmsolver, a student's own count)")
+                        help="number of denoising steps (default: all T for ddpm, 25 for ddim, 10 for dpmsolver and unipc, a student's own count)")
     parser.add_argument("--eta", type=float, default=None,
                         help="DDIM's noise scale in [0, 1] (with --sampler ddim; default 0, deterministic; 1 is DDPM-like)")
     parser.add_argument("--label", default=None, help=f"group index 0-{len(GROUPS) - 1} or name, e.g. 'Food & Drink' or food; absent: unconditional")

@@ -76,7 +76,7 @@ def test_runs_as_a_module_from_the_repository_root(tmp_path):
     assert out.exists() and out.with_suffix(".png").exists()
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver"])
+@pytest.mark.parametrize("sampler", ["ddim", "dpmsolver", "unipc"])
 def test_fast_samplers_are_deterministic_and_close_to_their_long_runs(tmp_path, sampler):
     """The same noise gives the same sprites at every seed-run, and few steps land near many (deterministic ODE)."""
     few, _, _ = run(tmp_path, "--sampler", sampler, "--n", "4", "--seed", "2", name=f"{sampler}-default")
@@ -96,7 +96,7 @@ def test_ddim_eta_adds_seeded_noise(tmp_path):
     assert np.array_equal(noisy, again) and np.array_equal(plain, explicit) and not np.array_equal(plain, noisy)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver", "unipc"])
 def test_guidance_flags_work_with_every_sampler(tmp_path, sampler):
     free, labels, _ = run(tmp_path, "--weights", "context", "--label", "flags", "--guidance", "3", "--sampler", sampler,
                           "--steps", "5", "--n", "2", name=f"cfg-{sampler}")

@@ -19,7 +19,7 @@ import torch
 
 import diffusers  # installed by `make test` (requirements-test.txt)
 
-from shared.samplers import DDIMSampler, DDPMSampler, DPMSolverSampler  # noqa: E402
+from shared.samplers import DDIMSampler, DDPMSampler, DPMSolverSampler, UniPCSampler  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
 
 T = 500
@@ -119,6 +119,58 @@ def test_dpm_solver_matches_diffusers(schedule, n_steps):
         algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", final_sigmas_type="zero",
     )
     assert_deterministic_steps_match(ours, theirs, schedule, n_steps, seed=7, name="DPM-Solver++(2M)")
+
+
+class TrapezoidUniPC(diffusers.UniPCMultistepScheduler):
+    """diffusers' UniPC with its corrector held at p = 1 (the trapezoid rule), as the course's is.
+
+    diffusers raises the corrector to p = 2 once two earlier outputs exist; everything else
+    (the 2M predictor in its "bh2" form, the bookkeeping, the last step) is diffusers' own."""
+
+    def multistep_uni_c_bh_update(self, this_model_output, *args, order=None, **kwargs):
+        return super().multistep_uni_c_bh_update(this_model_output, *args, order=1, **kwargs)
+
+
+@pytest.mark.parametrize("n_steps", [5, 10, 20])
+def test_unipc_matches_diffusers(schedule, n_steps):
+    ours = UniPCSampler(schedule, clip_x0=False, spacing="time")
+    theirs = diffusers_scheduler(
+        TrapezoidUniPC, schedule, n_steps,
+        solver_order=2, solver_type="bh2", predict_x0=True, lower_order_final=True, final_sigmas_type="zero",
+    )
+    assert_deterministic_steps_match(ours, theirs, schedule, n_steps, seed=8, name="UniPC")
+
+
+def test_unipc_corrects_every_step_but_the_first_and_restart_forgets(schedule):
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    model = FakeModel(schedule, seed=10)
+    grid = UniPCSampler(schedule).timesteps(10)
+    corrector, solver = UniPCSampler(schedule, clip_x0=False), DPMSolverSampler(schedule, clip_x0=False)
+    output = model(x, grid[0][0])
+    first, _ = corrector.step(output, *grid[0], x)
+    assert torch.equal(first, solver.step(output, *grid[0], x)[0]), "the first step has nothing to correct"
+    output = model(first, grid[1][0])
+    corrected, x0_corrected = corrector.step(output, *grid[1], first)
+    plain, x0_plain = solver.step(output, *grid[1], first)
+    assert torch.equal(x0_corrected, x0_plain), "both read x0_hat off the same network output"
+    assert not torch.allclose(corrected, plain), "from the second step on, x_t is corrected before the 2M step"
+    corrector.restart()
+    solver.restart()
+    assert torch.equal(corrector.step(output, *grid[1], first)[0], solver.step(output, *grid[1], first)[0]), \
+        "after restart() there is no earlier step to correct"
+
+
+def test_unipc_is_exact_when_x0_hat_never_changes(schedule):
+    """If the network always predicts the same clean sprite, every step of the ODE is exact: nothing to correct."""
+    x0 = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(11), dtype=torch.float64) * 2 - 1
+    x = schedule.add_noise(x0, torch.full((2,), T), torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(12), dtype=torch.float64))
+    corrector, ddim = UniPCSampler(schedule, clip_x0=False), DDIMSampler(schedule, clip_x0=False)
+    x_ddim = x.clone()
+    for t, t_prev in corrector.timesteps(10):
+        eps = schedule.predict_eps(x, torch.full((2,), t), x0)
+        x, _ = corrector.step(eps, t, t_prev, x)
+        x_ddim, _ = ddim.step(schedule.predict_eps(x_ddim, torch.full((2,), t), x0), t, t_prev, x_ddim)
+        assert torch.allclose(x, x_ddim, atol=1e-10)
 
 
 @pytest.mark.parametrize("spacing", ["logsnr", "banded"])
