@@ -2,7 +2,7 @@
 
 Run alone (another torch process on the same cores slows both several-fold):
     .venv/bin/python benchmarks/foundation.py                 # everything, about 45 min on 2 cores
-    .venv/bin/python benchmarks/foundation.py --only speed    # throughput and sampling time, ~6 min
+    .venv/bin/python benchmarks/foundation.py --only speed    # throughput and sampling time, ~8 min
     .venv/bin/python benchmarks/foundation.py --only budget   # equal wall-clock training, ~30 min
     .venv/bin/python benchmarks/foundation.py --only quality  # shipped models at N = 1000, ~13 min
     (--models context samples only the context model in the quality section. --models takes any
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import resource
 import statistics
 import sys
@@ -76,11 +77,58 @@ def train_steps(model, schedule, images, generator, steps, batch_size, lr=1e-3):
     return (time.perf_counter() - start) / steps
 
 
+def multiply_adds(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> float:
+    """Multiply-adds per sprite of one forward pass, counted in its convolutions and linear layers.
+
+    Attention's two small matrix products and the elementwise layers are left out: they
+    are under 1% of either network's multiply-adds.
+    """
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        kernel = math.prod(getattr(module, "kernel_size", (1,)))
+        if isinstance(module, nn.ConvTranspose2d):  # each input value meets out_channels x kernel weights
+            total += inputs[0].numel() * module.out_channels // module.groups * kernel
+        elif isinstance(module, nn.Conv2d):  # each output value sums in_channels x kernel products
+            total += output.numel() * module.in_channels // module.groups * kernel
+        else:
+            total += output.numel() * module.in_features
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    hooks = [layer.register_forward_hook(count) for layer in layers]
+    try:
+        with torch.inference_mode():
+            model(x, t)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / len(x)
+
+
+def interleaved_forward_ms(models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, float]:
+    """Median milliseconds of one forward pass at each of DDPM's 500 timesteps, the networks taking turns
+    pass by pass, so a slower or faster stretch of the machine hits both alike."""
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for level in range(T, 0, -1):
+            t = torch.full((len(x),), level)
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(x, t)
+                times[name].append(1000 * (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def speed(args, schedule, images):
     print(f"\n== Speed: {args.threads} threads, batch {args.batch_size} ==")
     models = networks()
+    sprite, level = torch.zeros(1, 3, 16, 16), torch.tensor([T // 2])
+    work = {name: multiply_adds(copy.deepcopy(model).eval(), sprite, level) for name, model in models.items()}
     for name, model in models.items():
-        print(f"{name:12s} {count_parameters(model) / 1e6:.2f} M parameters")
+        print(f"{name:12s} {count_parameters(model) / 1e6:.2f} M parameters, {work[name] / 1e6:.1f} M multiply-adds per sprite")
+    print(f"multiply-adds ContextUnet / ours: {work['ContextUnet'] / work['ours']:.2f}x "
+          "(the speed-up if both ran their arithmetic equally fast)")
     per_step = {name: [] for name in models}
     generator = torch.Generator().manual_seed(0)
     for name, model in models.items():
@@ -105,6 +153,10 @@ def speed(args, schedule, images):
         print(f"500-step DDPM, 64 sprites  {name:12s} {statistics.median(values):6.1f} s (median of {len(values)})")
     ratio = statistics.median(seconds["ContextUnet"]) / statistics.median(seconds["ours"])
     print(f"sampling speed-up ours vs ContextUnet: {ratio:.2f}x (target >= 3x)")
+    forward = interleaved_forward_ms(models, noise)
+    print(f"one forward pass of 64 sprites, the networks taking turns at each of the 500 timesteps "
+          f"(median): ours {forward['ours']:.1f} ms, ContextUnet {forward['ContextUnet']:.1f} ms, "
+          f"{forward['ContextUnet'] / forward['ours']:.2f}x")
 
 
 def sample_n(model, schedule, n, seed, contexts=None, batch=250):

@@ -49,3 +49,25 @@ def test_grid_tuning_names_a_bad_model_in_one_line():
     result = subprocess.run([sys.executable, str(script), "--model", "progressive_4step"], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--model: 'progressive_4step' is not a denoiser trained by shared.train" in result.stderr
+
+
+def test_multiply_adds_count_every_convolution_and_linear_layer():
+    import torch
+    from torch import nn
+
+    from benchmarks.foundation import Baseline, multiply_adds
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1, stride=2)  # 8 x 8 outputs x 8 channels, each 3 x 9 products
+            self.up = nn.ConvTranspose2d(8, 4, 2, stride=2)  # 8 x 8 x 8 inputs, each meets 4 x 4 weights
+            self.head = nn.Linear(16, 5)  # 4 x 16 rows of 16 -> 5
+
+        def forward(self, x, t):
+            return self.head(self.up(self.conv(x)))
+
+    x, t = torch.zeros(2, 3, 16, 16), torch.tensor([1, 2])
+    assert multiply_adds(Tiny(), x, t) == 8 * 8 * 8 * 3 * 9 + 8 * 8 * 8 * 4 * 4 + 4 * 16 * 5 * 16
+    # The baseline's size as the DeepLearning.AI course builds it: about 1.48 M parameters, ~150 M multiply-adds.
+    assert 140e6 < multiply_adds(Baseline().eval(), torch.zeros(1, 3, 16, 16), torch.tensor([250])) < 160e6
