@@ -14,7 +14,11 @@ in forward, so eval mode is deterministic.
 The widths are as narrow as quality allows. Re-trained with the same recipe, a network
 with 24 channels at 16x16 ran about 14% faster, but its samples' Frechet distances grew
 1.1x (DDPM) to 1.7x (DDIM, 25 steps); adding the skip connections instead of
-concatenating them saved about 19% and grew them 1.1x to 1.3x.
+concatenating them saved about 19% and grew them 1.1x to 1.3x. Three more cuts, re-trained
+the same way, did no better: DDIM's (25 steps) Frechet distance grew 1.8x on 2x2
+patches (64 channels at 8x8, 128 at 4x4; 36% less time per forward pass), 1.5x without
+the 16x16 down block and the second convolution of the 16x16 up block (21% less), and
+1.5x without the middle block and with 96 channels at 4x4 (13% less).
 """
 
 from __future__ import annotations
