@@ -41,6 +41,19 @@ def test_eval_mode_is_deterministic(model):
     assert torch.equal(model(x, t), model(x, t))
 
 
+def test_in_place_activations_leave_inputs_alone_and_gradients_right(model):
+    x, t = inputs(1)
+    context = torch.zeros(1, 9)
+    context[0, 3] = 1.0
+    before = (x.clone(), context.clone())
+    model(x, t, context)
+    assert torch.equal(x, before[0]) and torch.equal(context, before[1])
+    double = Denoiser().double()
+    double.load_state_dict(model.state_dict())
+    x64 = x.double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda y: double(y, t, context.double()), (x64,), fast_mode=True)
+
+
 def test_batch_rows_are_independent(model):
     x, t = inputs(6)
     together = model(x, t)
