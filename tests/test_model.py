@@ -1,8 +1,11 @@
 """The denoiser and classifier: shapes, determinism, the "no context" input, and bad input."""
 
+import copy
+
 import pytest
 import torch
 
+from shared.data import context_vector
 from shared.model import (
     ClassifierConfig,
     Denoiser,
@@ -43,13 +46,11 @@ def test_eval_mode_is_deterministic(model):
 
 def test_in_place_activations_leave_inputs_alone_and_gradients_right(model):
     x, t = inputs(1)
-    context = torch.zeros(1, 9)
-    context[0, 3] = 1.0
+    context = context_vector(3)[None]
     before = (x.clone(), context.clone())
     model(x, t, context)
     assert torch.equal(x, before[0]) and torch.equal(context, before[1])
-    double = Denoiser().double()
-    double.load_state_dict(model.state_dict())
+    double = copy.deepcopy(model).double()
     x64 = x.double().requires_grad_()
     assert torch.autograd.gradcheck(lambda y: double(y, t, context.double()), (x64,), fast_mode=True)
 
