@@ -11,8 +11,8 @@ each way, so most arithmetic happens on the 8x8 and 4x4 maps; self-attention
 only at 4x4, where 16 positions see each other cheaply. Nothing random happens
 in forward, so eval mode is deterministic.
 
-The widths are as narrow as quality allows, as far as one training run per design can
-tell. Seven cheaper designs, re-trained with the same recipe and sampled from the same
+The widths are as narrow as quality allows, as far as one or two training runs per design
+can tell. Seven cheaper designs, re-trained with the same recipe and sampled from the same
 noise, did worse than this one; in brackets, the time they saved per forward pass and
 the growth of the Frechet distance of their samples after 25 DDIM steps:
 - 24 channels at 16x16 (14%; 1.7x, and 1.1x for 500 DDPM steps);
