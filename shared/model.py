@@ -11,23 +11,8 @@ each way, so most arithmetic happens on the 8x8 and 4x4 maps; self-attention
 only at 4x4, where 16 positions see each other cheaply. Nothing random happens
 in forward, so eval mode is deterministic.
 
-The widths are as narrow as quality allows, as far as one or two training runs per design
-can tell. Seven cheaper designs, re-trained with the same recipe and sampled from the same
-noise, did worse than this one; in brackets, the time they saved per forward pass and
-the growth of the Frechet distance of their samples after 25 DDIM steps:
-- 24 channels at 16x16 (14%; 1.7x, and 1.1x for 500 DDPM steps);
-- adding the skip connections instead of concatenating them (19%; 1.3x, DDPM 1.1x);
-- adding them at 16x16 only (15-19%; 1.20x and 1.43x for seeds 0 and 1, and 1.22x and
-  1.42x after 10 UniPC steps, over four draws of 1,000 noises);
-- adding them at 16x16 and 8x8 (25%; 1.40x, and 1.37x after 10 UniPC steps);
-- 2x2 patches, 64 channels at 8x8 and 128 at 4x4 (36%; 1.8x);
-- no 16x16 down block and one convolution in the 16x16 up block (21%; 1.5x);
-- no middle block and 96 channels at 4x4 (13%; 1.5x).
-One run is a coarse judge: this very network, re-trained with seed 1 instead of 0, came
-out 1.23x (DDIM) and 1.22x (UniPC) worse, and 1.04x worse for DDPM. The 24 channels,
-the patches, the lighter 16x16 level, the missing middle block and the sums at 16x16 and
-8x8 lie beyond that spread; summing every skip lies at its edge, and so does summing the
-16x16 skip only with seed 0, while its seed 1 lies beyond.
+The widths are as narrow as quality allows: seven cheaper designs, re-trained with the
+same recipe, sampled worse than this one (weights/README.md lists them, with figures).
 """
 
 from __future__ import annotations
