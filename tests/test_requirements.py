@@ -23,6 +23,11 @@ def release(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def test_requirements_pin_every_package_the_course_uses():
+    course = {"torch", "torchvision", "numpy", "matplotlib", "pillow", "tqdm", "safetensors", "ipywidgets", "jupyter", "jupyterlab", "nbgrader"}
+    assert course <= pinned_versions().keys(), f"unpinned: {sorted(course - pinned_versions().keys())}"
+
+
 def test_requirements_pin_torch_and_torchvision_from_one_release():
     pins = pinned_versions()
     assert {"torch", "torchvision"} <= pins.keys(), "requirements.txt must pin both torch and torchvision"
