@@ -1,4 +1,4 @@
-"""The course's packages: torch and torchvision are a matched pair that imports and runs on the CPU."""
+"""The course's packages are pinned, and torch and torchvision are a matched pair that imports and runs on the CPU."""
 
 import re
 from pathlib import Path
