@@ -82,7 +82,10 @@ class SpriteMetrics:
         return frechet_distance(classifier_features(self.classifier, images), self.validation_features, weights)
 
     def real_floor(self, n: int, seed: int = 0, balanced: bool = False) -> float:
-        """FD of n real training sprites against the validation sprites: the best a sample of n can score.
+        """FD of n real training sprites against the validation sprites: what real data scores at this n.
+
+        The reference for any sample of n, not a strict bound: n samples can land a little
+        below it, as one draw of n real sprites can land above or below its mean.
 
         balanced=True draws n // 9 sprites of every group and compares with balanced=True.
         """

@@ -4,12 +4,14 @@ Index t is the paper's t (Ho et al. 2020): t = 0 is the clean image, t = T pure
 noise, so every tensor has T + 1 entries and code reads beside the paper.
 
 Why cosine by default: with T = 500, the linear schedule of Ho et al. (beta from
-1e-4 to 0.02) ends at alpha-bar_T = 0.0066, so x_T still holds 8% of the image
+1e-4 to 0.02) ends at alpha-bar_T = 0.0064, so x_T still holds 8% of the image
 while sampling starts from pure noise, and its signal-to-noise ratio collapses
 early, leaving the last hundred steps with almost nothing to do. The cosine
-schedule (Nichol & Dhariwal 2021, eq. 17) lowers the signal-to-noise ratio
-evenly in log space, which suits sprites whose coarse shape is decided by a few
-pixels.
+schedule (Nichol & Dhariwal 2021, eq. 17) was designed so that alpha-bar falls
+almost linearly through the middle of the chain and changes little at either
+end: the log signal-to-noise ratio falls at a steady rate from about t = 50 to
+t = 450 and steeply only in the first and last few dozen steps, which suits
+sprites whose coarse shape is decided by a few pixels.
 
 Why beta is clipped at 0.2 (Nichol & Dhariwal clip at 0.999): the DDPM step
 (Ho et al. eq. 11) divides by sqrt(alpha_t) = sqrt(1 - beta_t), so a final beta
