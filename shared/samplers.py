@@ -65,8 +65,8 @@ def half_log_snr(schedule: NoiseSchedule, t) -> torch.Tensor:
 
 SPACINGS = ("time", "logsnr", "banded")
 # The log-SNR grid spends its steps between these two: below lambda = -3.5 (abar < 0.001,
-# x_t holds under 3% of the image's amplitude; the course's schedule reaches it only in its
-# clipped last 9 steps) x_t is noise whatever t is, so the first step jumps there from T;
+# x_t holds under 3% of the image's amplitude; the course's schedule reaches it only at its
+# last 10 levels, t >= 491) x_t is noise whatever t is, so the first step jumps there from T;
 # level 3 (abar_3 = 0.9996) is nearly clean, and the last step goes from there to 0.
 LOGSNR_FIRST = -3.5
 LOGSNR_LAST_LEVEL = 3
