@@ -8,7 +8,8 @@ Run alone (another torch process on the same cores slows both several-fold):
 For the teacher's samplers (DDPM-500, DDIM-25, DPM-Solver++ at 10 steps) and every
 distilled student it prints:
   sprites/s  sprites per second for a batch of `--batch` (median of `--repeats` runs, a third as many
-             for DDIM-25 and DPM-Solver++-10; DDPM-500: its full sampling run), and the speed-up over DDPM-500 measured in this same run;
+             for DDIM-25 and DPM-Solver++-10; DDPM-500: its full sampling run), and the speed-up
+             over DDPM-500 measured in this same run;
   FD         Frechet distance of N samples to the held-out sprites: its mean over `--draws` draws of
              N noises (seeds 2020, 2021, ...; every sampler gets the same noises), the standard error
              of that mean, each draw's FD, and the ratio of the mean to DDPM-500's mean. One draw is

@@ -1,7 +1,11 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+LABS = sorted(path.name for path in (ROOT / "solutions").iterdir() if (path / f"{path.name}.ipynb").exists())
 
 # Tests share two cores with nothing else; more threads only fight each other.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -12,6 +16,11 @@ def train_sprites():
     from shared.data import load_sprites
 
     return load_sprites("train")
+
+
+def grade_id(cell) -> str | None:
+    """nbgrader's name for a notebook cell, or None for a cell it does not track."""
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
 # Wall-clock figures the lab tests record (seconds); printed at the end of `make test`.

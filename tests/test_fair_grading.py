@@ -19,8 +19,7 @@ import pytest
 
 matplotlib.use("Agg")  # the notebooks draw; nothing is shown
 import matplotlib.pyplot as plt  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import LABS, ROOT, grade_id  # noqa: E402
 CORRECT, WRONG = True, False
 
 VARIANTS = {  # lab: [(answer cell's grade_id, what the variant is, its source, whether it must pass)]
@@ -521,26 +520,22 @@ def progressive_target(teacher, sampler, x_t, t, t_mid, t_next):
 }
 
 
-def nbgrader_id(cell) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-
 class LabSession:
     """A solution notebook's cells run in one namespace, as the autograder's kernel would hold them."""
 
     def __init__(self, lab: str, workdir: Path):
         self.lab, self.workdir = lab, workdir
         cells = json.loads((ROOT / "solutions" / lab / f"{lab}.ipynb").read_text())["cells"]
-        self.cells = {nbgrader_id(c): "".join(c["source"]) for c in cells if nbgrader_id(c)}
+        self.cells = {grade_id(c): "".join(c["source"]) for c in cells if grade_id(c)}
         self.namespace: dict = {"__name__": "__main__"}
         for index, cell in enumerate(cells):
             source = "".join(cell["source"])
-            if cell["cell_type"] != "code" or (source.startswith("# long-running") and not nbgrader_id(cell)):
+            if cell["cell_type"] != "code" or (source.startswith("# long-running") and not grade_id(cell)):
                 continue
             try:
                 self.run(source, f"{lab} cell {index}")
             except Exception:
-                if nbgrader_id(cell):  # the reference must pass every graded cell
+                if grade_id(cell):  # the reference must pass every graded cell
                     raise
                 # a demo cell that drew on a skipped long-running cell; nothing graded needs it
 
@@ -608,10 +603,10 @@ def test_graded_cell_judges_the_answer(sessions, lab, answer_id, description, so
 
 def test_every_exercise_has_a_wrong_variant():
     """Each graded answer is checked against at least one plausible slip."""
-    for lab in sorted(p.name for p in (ROOT / "solutions").iterdir() if (p / f"{p.name}.ipynb").exists()):
+    for lab in LABS:
         cells = json.loads((ROOT / "solutions" / lab / f"{lab}.ipynb").read_text())["cells"]
-        answers = {nbgrader_id(c) for c in cells if c["metadata"].get("nbgrader", {}).get("solution") and c["cell_type"] == "code"}
-        answers = {a for a in answers if any(nbgrader_id(c) == f"test_{a}" for c in cells)}
+        answers = {grade_id(c) for c in cells if c["metadata"].get("nbgrader", {}).get("solution") and c["cell_type"] == "code"}
+        answers = {a for a in answers if any(grade_id(c) == f"test_{a}" for c in cells)}
         covered = {(answer_id, ok) for answer_id, _, _, ok in VARIANTS.get(lab, [])}
         for answer in answers:
             assert (answer, WRONG) in covered, f"{lab}: no wrong variant of {answer} is checked"

@@ -20,11 +20,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import TIMINGS
+from conftest import LABS, ROOT, TIMINGS, grade_id
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-LABS = sorted(path.name for path in (ROOT / "solutions").iterdir() if (path / f"{path.name}.ipynb").exists())
 STUDENTS = ("solution", "untouched", "infinite-loop", "raises", "deleted-test", "edited-test")
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 ENV.pop("NBGRADER_EXECUTION", None)
@@ -45,10 +43,6 @@ def nbgrader(*args: str, root: Path, timeout: int = 900, threads: int | None = N
 
 def read(path: Path) -> nbformat.NotebookNode:
     return nbformat.read(path, as_version=4)
-
-
-def grade_id(cell) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
 def answer_cells(notebook):
