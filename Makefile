@@ -8,6 +8,11 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # nbgrader runs the `alembic` command of its environment, so its bin/ goes first on PATH.
 RUN := PATH="$(BIN):$$PATH"
+# `make course CPU_ONLY=1` (on first set-up) also looks in PyTorch's CPU-only index. Its
+# builds carry the pinned versions with a local label (torch 2.14.1+cpu), which pip ranks
+# above PyPI's, so on Linux it installs about 0.8 GB instead of the CUDA build's 5 GB.
+CPU_ONLY_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX := $(if $(CPU_ONLY),--extra-index-url $(CPU_ONLY_INDEX))
 
 .PHONY: course test setup benchmark clean labs collect autograde grades
 
@@ -16,7 +21,7 @@ setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"Python 3.11 or newer is needed (nbgrader 0.9.6), but $(PYTHON) is {v.major}.{v.minor}: run make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt $(TORCH_INDEX)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
