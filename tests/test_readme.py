@@ -1,9 +1,8 @@
 """The README's two commands are the ones CI and users run."""
 
 import subprocess
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
 
 
 def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
