@@ -15,12 +15,14 @@ and every sampler use them unchanged.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import check_contexts
-from .schedule import NoiseSchedule
+from .data import GROUPS, check_contexts
+from .schedule import NoiseSchedule, describe
 
 
 class ClassifierFreeGuidance(nn.Module):
@@ -28,9 +30,7 @@ class ClassifierFreeGuidance(nn.Module):
 
     def __init__(self, model: nn.Module, scale: float):
         super().__init__()
-        if not scale >= 0:
-            raise ValueError(f"the guidance scale must be >= 0, got {scale}")
-        self.model, self.scale = model, float(scale)
+        self.model, self.scale = model, guidance_scale(scale)
         self.config = model.config
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,11 +51,14 @@ class ClassifierGuidance(nn.Module):
         super().__init__()
         if not getattr(classifier.config, "noise_aware", False):
             raise ValueError("classifier guidance needs a noise-aware classifier (one that takes t), such as 'guidance_classifier'")
-        if not scale >= 0:
-            raise ValueError(f"the guidance scale must be >= 0, got {scale}")
         if model.config.prediction != "eps":
             raise ValueError("classifier guidance here corrects a noise prediction: the model must predict eps")
-        self.model, self.classifier, self.schedule, self.scale = model, classifier, schedule, float(scale)
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
+            raise ValueError(f"labels must be a 1-D integer tensor of group indices (B,), got {describe(labels)}")
+        n_classes = getattr(classifier.config, "n_classes", len(GROUPS))
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+            raise ValueError(f"labels must be group indices in 0..{n_classes - 1}, got values from {int(labels.min())} to {int(labels.max())}")
+        self.model, self.classifier, self.schedule, self.scale = model, classifier, schedule, guidance_scale(scale)
         self.register_buffer("labels", labels.long(), persistent=False)
         self.config = model.config
 
@@ -77,3 +80,12 @@ def log_probability_gradient(classifier: nn.Module, x: torch.Tensor, t: torch.Te
         chosen = log_p[torch.arange(len(labels), device=x.device), labels.to(x.device)].sum()  # images are independent
         (gradient,) = torch.autograd.grad(chosen, x)
     return gradient
+
+
+def guidance_scale(scale) -> float:
+    """The scale as a float; a guidance scale must be a number >= 0."""
+    is_number = isinstance(scale, numbers.Real) or (isinstance(scale, torch.Tensor) and scale.numel() == 1)
+    value = float(scale) if is_number else float("nan")
+    if not value >= 0:  # NaN fails this too
+        raise ValueError(f"the guidance scale must be a number >= 0, got {scale!r}")
+    return value

@@ -59,6 +59,29 @@ def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+def check_images(x: torch.Tensor, config, weight: torch.Tensor) -> None:
+    """A network's input must be a (B, C, H, W) batch on its device and in its dtype."""
+    expected = (config.image_channels, config.image_size, config.image_size)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {describe(x)}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"x is on {x.device} but the model is on {weight.device}; move it with x.to({str(weight.device)!r})")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"x has dtype {x.dtype} but the model's weights are {weight.dtype}; convert it with x.to({weight.dtype})")
+
+
+def check_timesteps(t: torch.Tensor, batch_size: int, T: int, device: torch.device) -> None:
+    """Timesteps must be integers in 0..T, one per image, on the images' device."""
+    if not isinstance(t, torch.Tensor) or t.shape != (batch_size,) or t.is_floating_point():
+        raise ValueError(f"t must be an integer tensor of shape ({batch_size},), got {describe(t)}")
+    if t.device != device:
+        raise ValueError(f"t is on {t.device} but x is on {device}; make it with device=x.device")
+    if batch_size and (int(t.min()) < 0 or int(t.max()) > T):
+        raise ValueError(f"t must lie in 0..{T}, got values from {int(t.min())} to {int(t.max())}")
+
+
 class ResidualBlock(nn.Module):
     """Two 3x3 convolutions; the embedding scales and shifts the features between them (FiLM)."""
 
@@ -170,21 +193,13 @@ class Denoiser(nn.Module):
 
     def check_inputs(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None) -> None:
         c = self.config
-        expected = (c.image_channels, c.image_size, c.image_size)
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {describe(x)}")
-        if not x.is_floating_point():
-            raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-        device = self.conv_in.weight.device
-        if x.device != device:
-            raise ValueError(f"x is on {x.device} but the model is on {device}; move it with x.to({str(device)!r})")
-        if not isinstance(t, torch.Tensor) or t.shape != (x.shape[0],) or t.is_floating_point():
-            raise ValueError(f"t must be an integer tensor of shape ({x.shape[0]},), got {describe(t)}")
+        check_images(x, c, self.conv_in.weight)
+        check_timesteps(t, x.shape[0], c.T, x.device)
         if context is not None:
             if not isinstance(context, torch.Tensor) or context.shape != (x.shape[0], c.context_dim):
                 raise ValueError(f"context must have shape ({x.shape[0]}, {c.context_dim}) or be None, got {describe(context)}")
-            if context.device != device:
-                raise ValueError(f"context is on {context.device} but the model is on {device}")
+            if context.device != x.device:
+                raise ValueError(f"context is on {context.device} but the model is on {x.device}")
 
 
 @dataclass
@@ -265,11 +280,11 @@ class SpriteClassifier(nn.Module):
 
     def features(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
-        expected = (c.image_channels, c.image_size, c.image_size)
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {describe(x)}")
-        if c.noise_aware and t is None:
-            raise ValueError("this classifier is noise-aware: pass the timesteps t of shape (B,)")
+        check_images(x, c, self.head.weight)
+        if c.noise_aware:
+            if t is None:
+                raise ValueError("this classifier is noise-aware: pass the timesteps t of shape (B,)")
+            check_timesteps(t, x.shape[0], c.T, x.device)
         h = x
         for i, stage in enumerate(self.stages):
             h = stage(h)

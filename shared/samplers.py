@@ -357,8 +357,12 @@ def generate(
     the CPU, then moved, so a seed gives the same sprites on every device).
     n_frames: keep about this many evenly spaced x_t and x0_hat for animations.
     """
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule (the order is model, schedule, noise, sampler), got {type(schedule).__name__}")
     if isinstance(sampler, str):
         sampler = make_sampler(sampler, schedule)
+    elif not isinstance(sampler, Sampler):
+        raise TypeError(f"sampler must be a name such as 'ddim' or a Sampler, got {type(sampler).__name__}")
     device = next(model.parameters()).device
     if noise.ndim != 4:
         raise ValueError(f"noise must be a batch of images (B, 3, 16, 16), got shape {tuple(noise.shape)}")

@@ -36,7 +36,7 @@ MAX_BETA = 0.2  # see the module docstring
 def make_betas(T: int = 500, kind: str = "cosine") -> torch.Tensor:
     """beta_t for t = 0..T in float64, with beta_0 = 0 so that alpha-bar_0 = 1."""
     if not isinstance(T, int) or T < 2:
-        raise ValueError(f"T must be an integer >= 2, got {T!r}")
+        raise ValueError(f"T must be an integer >= 2, got {describe(T)}")
     if kind == "linear":
         # Ho et al. 2020, section 4: beta from 1e-4 to 0.02 (their T was 1000).
         betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
@@ -99,18 +99,26 @@ class NoiseSchedule(nn.Module):
             raise ValueError(f"timesteps must lie in 0..{self.T}, got values from {int(t.min())} to {int(t.max())}")
         return t.to(self.betas.device).long()
 
+    def check_batch(self, x: torch.Tensor, t: torch.Tensor) -> None:
+        """One timestep per image in x; or one timestep for all images, or one image at many timesteps."""
+        if isinstance(t, torch.Tensor) and t.ndim == 1 and 1 not in (t.shape[0], x.shape[0]) and t.shape[0] != x.shape[0]:
+            raise ValueError(f"got {x.shape[0]} images but {t.shape[0]} timesteps; t must have shape ({x.shape[0]},)")
+
     def add_noise(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Sample q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) with the given noise (eq. 4)."""
         if x0.shape != noise.shape:
             raise ValueError(f"x0 and noise must have the same shape, got {tuple(x0.shape)} and {tuple(noise.shape)}")
+        self.check_batch(x0, t)
         return self.at("sqrt_alpha_bars", t, x0.ndim) * x0 + self.at("sqrt_one_minus_alpha_bars", t, x0.ndim) * noise
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Invert eq. 4 for x_0 given a noise estimate (Ho et al. eq. 15)."""
+        self.check_batch(x_t, t)
         return (x_t - self.at("sqrt_one_minus_alpha_bars", t, x_t.ndim) * eps) / self.at("sqrt_alpha_bars", t, x_t.ndim)
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The noise that takes x0 to x_t; safe at every t < T since sqrt(1 - abar_t) > 0 for t >= 1."""
+        self.check_batch(x_t, t)
         return (x_t - self.at("sqrt_alpha_bars", t, x_t.ndim) * x0) / self.at("sqrt_one_minus_alpha_bars", t, x_t.ndim)
 
     def extra_repr(self) -> str:

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .data import REPO_ROOT, sha256_of
+from .device import pick_device
 from .model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier, StepwiseDenoiser, StepwiseDenoiserConfig
 
 WEIGHTS_DIR = REPO_ROOT / "weights"
@@ -79,6 +80,11 @@ def build_model(entry: dict) -> torch.nn.Module:
 
 def load_model(name: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The shipped network `name`, checked against the manifest, in eval mode on `device`."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'mps' or a torch.device, got {device!r}") from None
+    pick_device(device.type)  # a clear error if this machine has no such device
     path = check_weight_file(name)
     entry = manifest_entry(name)
     model = build_model(entry)

@@ -37,8 +37,9 @@ def test_classifier_free_guidance_formula_and_one_batched_call(tiny):
     assert torch.allclose(ClassifierFreeGuidance(tiny, 0)(x, t, c), tiny(x, t, c))
     with pytest.raises(ValueError, match="needs contexts"):
         ClassifierFreeGuidance(tiny, 1.0)(x, t)
-    with pytest.raises(ValueError, match=">= 0"):
-        ClassifierFreeGuidance(tiny, -1.0)
+    for bad_scale in (-1.0, float("nan"), "3", None):
+        with pytest.raises(ValueError, match="must be a number >= 0"):
+            ClassifierFreeGuidance(tiny, bad_scale)
 
 
 def test_classifier_gradient_matches_finite_differences():
@@ -75,3 +76,9 @@ def test_classifier_guidance_pushes_towards_the_label_inside_a_sampler(tiny):
     assert torch.allclose(guided, eps - 3.0 * schedule.sqrt_one_minus_alpha_bars[300] * gradient, atol=1e-5)
     with pytest.raises(ValueError, match="noise-aware"):
         ClassifierGuidance(tiny, SpriteClassifier(), schedule, labels, 1.0)
+    with pytest.raises(ValueError, match=r"group indices in 0..8, got values from 1 to 9"):
+        ClassifierGuidance(tiny, classifier, schedule, torch.tensor([1, 9]), 1.0)
+    with pytest.raises(ValueError, match="1-D integer tensor of group indices"):
+        ClassifierGuidance(tiny, classifier, schedule, [1, 8], 1.0)
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        ClassifierGuidance(tiny, classifier, schedule, labels, -0.5)

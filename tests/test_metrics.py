@@ -47,6 +47,9 @@ def test_near_copies(metrics):
     assert copies["share"] == 1.0 and copies["median_rms"] < 1e-6
     assert metrics.near_copies(torch.randn(50, 3, 16, 16))["share"] == 0
     assert torch.all(nearest_training_distance(metrics.train.images[:3], metrics.train.images) < 1e-6)
+    channels_last = metrics.train.images[:3].permute(0, 2, 3, 1)  # same pixel count, wrong layout
+    with pytest.raises(ValueError, match=r"shape \(N, 3, 16, 16\) like the training sprites"):
+        metrics.near_copies(channels_last)
 
 
 def test_weighted_frechet_distance_equals_the_unweighted_one_with_equal_weights():

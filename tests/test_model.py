@@ -93,6 +93,10 @@ def test_timestep_changes_the_output(model):
         (torch.randn(2, 3, 16, 16), torch.tensor([1, 2, 3]), None, r"shape \(2,\)"),
         (torch.randn(2, 3, 16, 16), torch.tensor([1, 2]), torch.zeros(2, 5), r"\(2, 9\)"),
         (torch.randn(2, 3, 16, 16, device="meta"), torch.tensor([1, 2]), None, "model is on cpu"),
+        (torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.tensor([1, 2]), None, r"dtype torch.float64 but the model's weights are torch.float32"),
+        (torch.randn(2, 3, 16, 16), torch.tensor([1, 501]), None, r"t must lie in 0..500, got values from 1 to 501"),
+        (torch.randn(2, 3, 16, 16), torch.tensor([-1, 2]), None, r"t must lie in 0..500"),
+        (torch.randn(2, 3, 16, 16), torch.tensor([1, 2], device="meta"), None, r"t is on meta but x is on cpu"),
     ],
 )
 def test_bad_input_says_what_was_expected(model, x, t, context, message):
@@ -140,3 +144,7 @@ def test_classifier_shapes_and_noise_awareness():
         aware(x)
     with pytest.raises(ValueError, match=r"\(B, 3, 16, 16\)"):
         clean(torch.randn(5, 3, 8, 8))
+    with pytest.raises(ValueError, match="t must lie in 0..500"):
+        aware(x, t + 500)
+    with pytest.raises(ValueError, match="dtype torch.float64"):
+        clean(x.double())

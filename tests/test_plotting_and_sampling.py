@@ -9,7 +9,7 @@ from PIL import Image
 
 from shared.model import Denoiser
 from shared.plotting import MAX_ANIMATION_FRAMES, MAX_ANIMATION_PIXELS, animation_gif, grid_image, points_gif
-from shared.samplers import DDPMSampler, generate
+from shared.samplers import DDIMSampler, DDPMSampler, generate
 from shared.schedule import NoiseSchedule
 
 
@@ -53,6 +53,17 @@ def test_generate_rejects_bad_contexts(tiny):
     model, schedule = tiny
     with pytest.raises(ValueError, match="sum to 1"):
         generate(model, schedule, torch.randn(2, 3, 16, 16), n_steps=2, contexts=torch.ones(2, 9), progress=False)
+
+
+def test_generate_names_its_arguments_when_they_come_in_the_wrong_order(tiny):
+    model, schedule = tiny
+    noise = torch.randn(2, 3, 16, 16)
+    with pytest.raises(TypeError, match="schedule must be a NoiseSchedule .*got DDIMSampler"):
+        generate(model, DDIMSampler(schedule), noise, progress=False)
+    with pytest.raises(TypeError, match="sampler must be a name such as 'ddim' or a Sampler, got int"):
+        generate(model, schedule, noise, 10, progress=False)
+    with pytest.raises(ValueError, match="t must lie in 0..500, got values from 1000"):
+        generate(model, NoiseSchedule(1000), noise, "ddim", 5, progress=False)  # a schedule the model was not trained with
 
 
 def test_ddpm_step_needs_noise_except_at_the_end(tiny):

@@ -53,6 +53,16 @@ def test_bad_timesteps_and_kinds():
         s.at("betas", torch.tensor([1.5]))
     with pytest.raises(ValueError, match="expected one of"):
         make_betas(500, "quadratic")
+    with pytest.raises(ValueError, match=r"got 2 images but 3 timesteps; t must have shape \(2,\)"):
+        s.predict_x0(torch.zeros(2, 3, 16, 16), torch.tensor([1, 2, 3]), torch.zeros(2, 3, 16, 16))
+    with pytest.raises(ValueError, match="got 4 images but 2 timesteps"):
+        s.add_noise(torch.zeros(4, 3, 16, 16), torch.tensor([1, 2]), torch.zeros(4, 3, 16, 16))
+    one_timestep_for_all = s.predict_eps(torch.ones(4, 3, 16, 16), torch.tensor([7]), torch.zeros(4, 3, 16, 16))
+    assert one_timestep_for_all.shape == (4, 3, 16, 16)
+    one_image_at_many_timesteps = s.add_noise(torch.ones(1, 3, 16, 16), torch.tensor([0, 250, 500]), torch.zeros(1, 3, 16, 16))
+    assert one_image_at_many_timesteps.shape == (3, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"T must be an integer >= 2, got tensor of shape \(3,\)"):
+        make_betas(torch.zeros(3))
 
 
 def test_ddpm_step_equals_ho_et_al_equation_11():

@@ -88,6 +88,15 @@ def test_unknown_name_lists_the_choices():
         load_model("gpt")
 
 
+@pytest.mark.parametrize("device, message", [("gpu", "device must be 'cpu', 'cuda', 'mps' or a torch.device, got 'gpu'"),
+                                             ("cuda", "no CUDA GPU"), ("mps", "no Apple GPU")])
+def test_bad_or_absent_device_says_so(device, message):
+    if device == "cuda" and torch.cuda.is_available() or device == "mps" and torch.backends.mps.is_available():
+        pytest.skip(f"this machine has {device}")
+    with pytest.raises(ValueError, match=message):
+        load_model("context", device)
+
+
 def test_files_are_safetensors_not_pickles():
     for name in available_weights():
         head = (weights.WEIGHTS_DIR / read_manifest()[name]["file"]).read_bytes()[:16]
