@@ -83,6 +83,9 @@ def context_vector(groups: int | str | dict | None) -> torch.Tensor:
     vector = torch.zeros(len(GROUPS))
     if groups is None:
         return vector
+    if isinstance(groups, (list, tuple)):
+        raise ValueError("context_vector makes one context; for one per sprite, stack them: "
+                         "torch.stack([context_vector(g) for g in groups])")
     if not isinstance(groups, dict):
         groups = {groups: 1.0}
     for group, weight in groups.items():
@@ -98,6 +101,8 @@ def check_contexts(contexts: torch.Tensor, batch_size: int | None = None) -> tor
     """Validate a (B, 9) batch of contexts: each row a mixture summing to 1, or all zeros (no context)."""
     if not isinstance(contexts, torch.Tensor) or contexts.ndim != 2 or contexts.shape[1] != len(GROUPS):
         raise ValueError(f"contexts must have shape (B, {len(GROUPS)}), got {getattr(contexts, 'shape', type(contexts))}")
+    if not contexts.is_floating_point():
+        raise ValueError(f"contexts must be floating-point, got {contexts.dtype} (F.one_hot gives integers: add .float())")
     if batch_size is not None and contexts.shape[0] != batch_size:
         raise ValueError(f"expected {batch_size} contexts, got {contexts.shape[0]}")
     sums = contexts.sum(dim=1)

@@ -43,6 +43,8 @@ def disable_tf32() -> None:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; returns a CPU generator to pass to functions that draw noise."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

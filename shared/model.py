@@ -200,6 +200,8 @@ class Denoiser(nn.Module):
                 raise ValueError(f"context must have shape ({x.shape[0]}, {c.context_dim}) or be None, got {describe(context)}")
             if context.device != x.device:
                 raise ValueError(f"context is on {context.device} but the model is on {x.device}")
+            if context.dtype != x.dtype:
+                raise ValueError(f"context has dtype {context.dtype} but x has {x.dtype} (F.one_hot gives integers: add .float())")
 
 
 @dataclass

@@ -37,6 +37,8 @@ def grid_image(images, nrow: int = 8, padding: int = 1, upscale: int = 1) -> np.
     n, h, w, _ = images.shape
     if n == 0:
         raise ValueError("no images to draw")
+    if not isinstance(nrow, int) or nrow < 1:
+        raise ValueError(f"nrow (sprites per row) must be a positive integer, got {nrow!r}")
     ncol = min(nrow, n)
     nrows = -(-n // ncol)
     canvas = np.full((nrows * (h + padding) + padding, ncol * (w + padding) + padding, 3), 255, np.uint8)
@@ -61,10 +63,14 @@ def show_grid(images, nrow: int = 8, title: str | None = None, row_labels: list[
 
     grid = grid_image(images, nrow)
     height, width = grid.shape[:2]
-    _, axis = plt.subplots(figsize=(max(2.0, size * width / 17), max(1.0, size * height / 17)))
+    cell = 17  # a 16-pixel sprite and the 1-pixel gap after it
+    n_rows = (height - 1) // cell
+    if row_labels is not None and len(row_labels) != n_rows:
+        raise ValueError(f"row_labels needs one label per row: {n_rows} rows, got {len(row_labels)} labels")
+    _, axis = plt.subplots(figsize=(max(2.0, size * width / cell), max(1.0, size * height / cell)))
     axis.imshow(grid, interpolation="nearest")
     axis.set_xticks([])
-    axis.set_yticks([17 * i + 9 for i in range(len(row_labels))] if row_labels else [])
+    axis.set_yticks([cell * i + 9 for i in range(n_rows)] if row_labels else [])
     if row_labels:
         axis.set_yticklabels(row_labels)
     if title:
@@ -78,6 +84,8 @@ def bounded_frames(frames: list, captions: list[str] | None) -> tuple[list, list
     """At most MAX_ANIMATION_FRAMES evenly spaced frames (first and last kept), with their captions."""
     if not frames:
         raise ValueError("no frames to animate")
+    if captions is not None and len(captions) != len(frames):
+        raise ValueError(f"captions needs one caption per frame: {len(frames)} frames, got {len(captions)} captions")
     if len(frames) > MAX_ANIMATION_FRAMES:
         keep = np.linspace(0, len(frames) - 1, MAX_ANIMATION_FRAMES).round().astype(int)
         frames = [frames[i] for i in keep]
@@ -89,6 +97,8 @@ def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: 
     """A looping GIF of a list of image batches (each a tensor or uint8 array), at most 40 frames, enlarged only up to 200 px."""
     frames, captions = bounded_frames(frames, captions)
     grids = [grid_image(frame, nrow) for frame in frames]
+    if any(grid.shape != grids[0].shape for grid in grids):
+        raise ValueError(f"every frame must hold the same number of sprites, got {[len(frame) for frame in frames]}")
     upscale = max(1, MAX_ANIMATION_PIXELS // max(grids[0].shape[:2]))
     pictures = [Image.fromarray(grid.repeat(upscale, 0).repeat(upscale, 1)) for grid in grids]
     if captions:

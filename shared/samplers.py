@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import check_contexts
-from .schedule import NoiseSchedule
+from .schedule import NoiseSchedule, describe
 
 
 def split_prediction(model_output, prediction, schedule, x_t, t):
@@ -48,6 +48,8 @@ def split_prediction(model_output, prediction, schedule, x_t, t):
     dividing: x0 = alpha x_t - sigma v and eps = sigma x_t + alpha v, well defined
     at every t, which is why distilled students predict v.
     """
+    if not isinstance(model_output, torch.Tensor) or model_output.shape != x_t.shape:
+        raise ValueError(f"the model's output must have the shape of x_t {tuple(x_t.shape)}, got {describe(model_output)}")
     if prediction == "eps":
         return model_output, schedule.predict_x0(x_t, t, model_output)
     if prediction == "x0":

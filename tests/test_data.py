@@ -72,6 +72,10 @@ def test_bad_contexts_are_rejected():
         check_contexts(torch.zeros(2, 8))
     with pytest.raises(ValueError, match="non-negative"):
         context_vector({"food": -1, "flags": 2})
+    with pytest.raises(ValueError, match=r"F.one_hot gives integers: add .float\(\)"):
+        check_contexts(torch.nn.functional.one_hot(torch.tensor([3, 8]), 9))
+    with pytest.raises(ValueError, match=r"stack them: torch.stack\(\[context_vector\(g\) for g in groups\]\)"):
+        context_vector(["food", "flags"])
 
 
 def test_bad_split_name():

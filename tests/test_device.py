@@ -36,3 +36,6 @@ def test_disable_tf32_turns_off_reduced_precision():
 def test_seed_everything_repeats_draws():
     first = torch.randn(3, generator=seed_everything(7))
     assert torch.equal(first, torch.randn(3, generator=seed_everything(7)))
+    for bad in ("7", -1, 2.5):
+        with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+            seed_everything(bad)

@@ -97,6 +97,7 @@ def test_timestep_changes_the_output(model):
         (torch.randn(2, 3, 16, 16), torch.tensor([1, 501]), None, r"t must lie in 0..500, got values from 1 to 501"),
         (torch.randn(2, 3, 16, 16), torch.tensor([-1, 2]), None, r"t must lie in 0..500"),
         (torch.randn(2, 3, 16, 16), torch.tensor([1, 2], device="meta"), None, r"t is on meta but x is on cpu"),
+        (torch.randn(2, 3, 16, 16), torch.tensor([1, 2]), torch.eye(9, dtype=torch.long)[:2], r"context has dtype torch.int64 .*add .float\(\)"),
     ],
 )
 def test_bad_input_says_what_was_expected(model, x, t, context, message):

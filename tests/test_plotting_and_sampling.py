@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from shared.model import Denoiser
-from shared.plotting import MAX_ANIMATION_FRAMES, MAX_ANIMATION_PIXELS, animation_gif, grid_image, points_gif
+from shared.plotting import MAX_ANIMATION_FRAMES, MAX_ANIMATION_PIXELS, animation_gif, grid_image, points_gif, show_grid
 from shared.samplers import DDIMSampler, DDPMSampler, generate
 from shared.schedule import NoiseSchedule
 
@@ -20,6 +20,18 @@ def test_grid_image_layout():
     assert grid_image(images, nrow=4, upscale=3).shape == (3 * (3 * 17 + 1), 3 * (4 * 17 + 1), 3)
     with pytest.raises(ValueError, match="uint8"):
         grid_image(np.zeros((2, 16, 16, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="nrow .* must be a positive integer, got 0"):
+        grid_image(images, nrow=0)
+
+
+def test_show_grid_needs_one_label_per_row():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    images = torch.zeros(10, 3, 16, 16)
+    show_grid(images, nrow=5, row_labels=["first", "second"])
+    with pytest.raises(ValueError, match="one label per row: 2 rows, got 1 labels"):
+        show_grid(images, nrow=5, row_labels=["first"])
 
 
 def test_animation_is_bounded_in_frames_and_size():
@@ -29,6 +41,10 @@ def test_animation_is_bounded_in_frames_and_size():
     assert picture.n_frames <= MAX_ANIMATION_FRAMES
     assert max(picture.size) <= MAX_ANIMATION_PIXELS
     assert len(gif) < 1_500_000, "even 40 frames of pure noise stay small"
+    with pytest.raises(ValueError, match="one caption per frame: 200 frames, got 1 captions"):
+        animation_gif(frames, captions=["only one"])
+    with pytest.raises(ValueError, match=r"same number of sprites, got \[64, 8\]"):
+        animation_gif([frames[0], frames[1][:8]])
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +90,8 @@ def test_ddpm_step_needs_noise_except_at_the_end(tiny):
         sampler.step(x, 10, 9, x, None)
     with pytest.raises(ValueError, match="t_prev < t"):
         sampler.step(x, 10, 10, x, x)
+    with pytest.raises(ValueError, match=r"output must have the shape of x_t \(1, 3, 16, 16\), got tensor of shape \(2, 3, 16, 16\)"):
+        sampler.step(torch.randn(2, 3, 16, 16), 10, 9, x, x)
 
 
 def test_points_animation_is_bounded_and_rejects_bad_frames():
