@@ -55,7 +55,7 @@ from .device import pick_device
 from .model import Denoiser, DenoiserConfig, StepwiseDenoiser, StepwiseDenoiserConfig
 from .samplers import DDIMSampler, DPMSolverSampler, generate, split_prediction, timestep_levels
 from .schedule import NoiseSchedule
-from .train import denoising_loss, draw_denoising_batch, learning_rate, update_weights
+from .train import denoising_loss, draw_denoising_batch, learning_rate, settings_problem, update_weights
 from .weights import load_model, manifest_entry, save_model
 
 
@@ -369,6 +369,9 @@ def parse_arguments(argv: list[str]) -> tuple[Distillation, list[int]]:
             parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=None if key == "name" else value)
     args = vars(parser.parse_args(argv))
     method, rounds = args.pop("method"), [int(r) for r in args.pop("rounds").split(",") if r]
+    problem = settings_problem(args)
+    if problem:
+        parser.error(problem)
     if method == "progressive" and any(a != 2 * b for a, b in zip(rounds, rounds[1:])):
         parser.error(f"--rounds must halve each time, like 8,4,2,1; got {rounds}")
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import re
 import shlex
 import sys
 import time
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from .data import GROUPS, load_sprites
 from .device import pick_device
 from .model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier
-from .schedule import NoiseSchedule
+from .schedule import SCHEDULE_KINDS, NoiseSchedule
 from .weights import save_model
 
 
@@ -219,6 +220,25 @@ def train_classifier(run: ClassifierTraining, command: str) -> None:
     print(f"{run.name}: validation accuracy {accuracy:.3f}; per group {per_group}" + (f"; at t {by_noise_level}" if run.noise_aware else ""))
 
 
+def settings_problem(settings: dict) -> str | None:
+    """What is wrong with a run's command-line settings, if anything, before minutes of training start."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", settings.get("name") or "x"):
+        return f"--name must be letters, digits and underscores (it names weights/NAME.safetensors), got {settings['name']!r}"
+    for key in ("steps", "batch_size", "lr", "threads"):
+        if key in settings and not settings[key] > 0:
+            return f"--{key.replace('_', '-')} must be positive, got {settings[key]}"
+    for key in ("warmup_steps", "seed"):
+        if key in settings and settings[key] < 0:
+            return f"--{key.replace('_', '-')} must be >= 0, got {settings[key]}"
+    if not 0 <= settings.get("ema_decay", 0) < 1:
+        return f"--ema-decay must be in [0, 1), got {settings['ema_decay']}"
+    if not 0 <= settings.get("p_uncond", 0) <= 1:
+        return f"--p-uncond is the share of the batch trained without context, so in [0, 1]; got {settings['p_uncond']}"
+    if settings.get("schedule", "cosine") not in SCHEDULE_KINDS:
+        return f"--schedule must be one of {SCHEDULE_KINDS}, got {settings['schedule']!r}"
+    return None
+
+
 def parse_arguments(argv: list[str]) -> tuple[str, dict]:
     """("denoiser" or "classifier", the settings) from command-line words; every setting has a flag."""
     parser = argparse.ArgumentParser(prog="python -m shared.train", description=__doc__.splitlines()[0])
@@ -236,7 +256,11 @@ def parse_arguments(argv: list[str]) -> tuple[str, dict]:
             else:
                 p.add_argument(flag, type=type(value), default=value)
     args = vars(parser.parse_args(argv))
-    return args.pop("what"), args
+    what = args.pop("what")
+    problem = settings_problem(args)
+    if problem:
+        sub.choices[what].error(problem)
+    return what, args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -101,7 +101,8 @@ def test_predict_v_retrains_a_copy_of_a_noise_predicting_teacher():
 @pytest.mark.parametrize(
     "argv, message",
     [(["progressive", "--rounds", "8,3"], "must halve"), (["magic"], "invalid choice"),
-     (["progressive", "--own-levels", "445,x"], "comma-separated integers")],
+     (["progressive", "--own-levels", "445,x"], "comma-separated integers"),
+     (["knowledge", "--steps", "0"], "--steps must be positive"), (["knowledge", "--name", "a/b"], "--name must be letters")],
 )
 def test_bad_distillation_options(argv, message, capsys):
     with pytest.raises(SystemExit):

@@ -31,6 +31,22 @@ def test_recorded_commands_reproduce_the_recorded_settings():
         assert what == entry["kind"]
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["denoiser", "--steps", "-5"], "--steps must be positive, got -5"),
+     (["denoiser", "--batch-size", "0"], "--batch-size must be positive"),
+     (["classifier", "--lr", "0"], "--lr must be positive"),
+     (["denoiser", "--p-uncond", "2"], "in [0, 1]; got 2.0"),
+     (["denoiser", "--ema-decay", "1"], "--ema-decay must be in [0, 1)"),
+     (["denoiser", "--schedule", "cos"], "--schedule must be one of ('cosine', 'linear')"),
+     (["denoiser", "--name", "../unconditional"], "--name must be letters, digits and underscores")],
+)
+def test_bad_settings_stop_before_training(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_arguments(argv)
+    assert message in capsys.readouterr().err
+
+
 def test_tiny_denoiser_run_ships_snapshots_and_final_weights(private_weights):
     train.main(["denoiser", "--name", "tiny", "--steps", "3", "--batch-size", "4", "--snapshots", "0,2"])
     assert set(available_weights()) == {"tiny", "tiny_step0000", "tiny_step0002"}
