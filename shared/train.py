@@ -222,7 +222,8 @@ def train_classifier(run: ClassifierTraining, command: str) -> None:
 
 def settings_problem(settings: dict) -> str | None:
     """What is wrong with a run's command-line settings, if anything, before minutes of training start."""
-    if not re.fullmatch(r"[A-Za-z0-9_]+", settings.get("name") or "x"):
+    name = settings.get("name")  # None: shared.distill names the run after its method
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9_]+", name):
         return f"--name must be letters, digits and underscores (it names weights/NAME.safetensors), got {settings['name']!r}"
     for key in ("steps", "batch_size", "lr", "threads"):
         if key in settings and not settings[key] > 0:
