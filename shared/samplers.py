@@ -99,7 +99,8 @@ def timestep_levels(schedule: NoiseSchedule, n_steps: int, spacing: str = "time"
         raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
     if spacing == "time" or n_steps == 1:
         return torch.linspace(T, 0, n_steps + 1).round().long().tolist()
-    lambdas = half_log_snr(schedule, torch.arange(1, T + 1)).double().cpu()  # lambda_1..lambda_T, decreasing in t
+    # lambda_1..lambda_T, decreasing in t; float64 on the host, since an Apple GPU has no float64
+    lambdas = half_log_snr(schedule, torch.arange(1, T + 1)).cpu().double()
     end = min(LOGSNR_LAST_LEVEL, T - n_steps + 1)
     if spacing == "logsnr":
         targets = torch.linspace(max(float(lambdas[-1]), LOGSNR_FIRST), float(lambdas[end - 1]), n_steps - 1)
