@@ -112,7 +112,8 @@ class SpriteMetrics:
         """Share of images the classifier puts in their asked-for group: overall, and per group present."""
         if len(images) != len(labels):
             raise ValueError(f"got {len(images)} images but {len(labels)} labels")
-        correct = self.predict_groups(images) == labels.cpu()
+        labels = labels.cpu()  # the predictions come back to the CPU, and a GPU mask cannot index them
+        correct = self.predict_groups(images) == labels
         per_group = {GROUPS[g]: float(correct[labels == g].float().mean()) for g in labels.unique().tolist()}
         return {"overall": float(correct.float().mean()), "per_group": per_group}
 

@@ -103,6 +103,9 @@ class EmulatedMPS(TorchFunctionMode):
         if func is torch.Tensor.to:
             return self.move(args, kwargs)
         flat = tree_flatten((args, kwargs))[0]
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and not isinstance(args[0], OnMPS):
+            if any(isinstance(a, OnMPS) for a in tree_flatten(args[1])[0]):
+                raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
         if any(isinstance(a, OnMPS) for a in flat):
             if func in READ_BY_HOST:
                 return func(*unwrap(args), **kwargs)  # a copy to the host, as on the real device

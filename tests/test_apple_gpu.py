@@ -41,6 +41,8 @@ def test_the_emulation_enforces_what_mps_refuses():
             torch.randn(3, generator=torch.Generator(), device="mps")
         assert (x + torch.tensor(1.0)).device.type == "mps"  # a 0-d CPU tensor is a scalar: allowed
         assert x[torch.tensor([0, 2])].device.type == "mps"  # and so is a CPU index
+        with pytest.raises(RuntimeError, match="indices"):  # but not a GPU index into a CPU tensor
+            torch.ones(3)[x > 0]
         with pytest.raises(NotImplementedError, match="autograd"):  # rather than abort the test run
             with torch.enable_grad():
                 pass
