@@ -1,8 +1,9 @@
 """The shared module on an Apple GPU, emulated (tests/emulated_mps.py): a Mac's `pick_device()` picks MPS.
 
-MPS has no float64, and a GPU op refuses CPU tensors; code that breaks either rule runs on the
-CPU and on CUDA and fails only on a Mac. Each test runs a student-facing path with everything
-on the emulated device and checks that it gives the CPU's results exactly.
+MPS has no float64, so code that makes float64 on the GPU runs on the CPU and on CUDA and fails
+only on a Mac; and any GPU refuses a CPU tensor in its ops, which CI (no GPU) cannot see either.
+Each test runs a student-facing path with everything on the emulated device and checks that it
+gives the CPU's results exactly.
 """
 
 import numpy as np
