@@ -128,8 +128,8 @@ def nearest_training_distance(images: torch.Tensor, train_images: torch.Tensor) 
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1:] != train_images.shape[1:]:
         expected = ", ".join(map(str, train_images.shape[1:]))
         raise ValueError(f"images must have shape (N, {expected}) like the training sprites, got {describe(images)}")
-    # In float64, which an Apple GPU lacks: so on the CPU, where the training sprites are.
+    # In float64, which an Apple GPU lacks: so on the CPU.
     a = ((images.detach().cpu().clamp(-1, 1) + 1) / 2).flatten(1).double()
-    b = ((train_images + 1) / 2).flatten(1).double()
+    b = ((train_images.detach().cpu() + 1) / 2).flatten(1).double()
     squared = (a.pow(2).sum(1, keepdim=True) - 2 * a @ b.T + b.pow(2).sum(1)).clamp(min=0)  # (N, M)
     return (squared.min(dim=1).values / a.shape[1]).sqrt().float()

@@ -14,7 +14,7 @@ from emulated_mps import emulated_mps
 from shared.data import context_vector, to_uint8
 from shared.device import pick_device
 from shared.guidance import ClassifierFreeGuidance
-from shared.metrics import SpriteMetrics
+from shared.metrics import SpriteMetrics, nearest_training_distance
 from shared.plotting import animation_gif, grid_image
 from shared.sample import main
 from shared.samplers import DDIMSampler, generate, make_sampler, timestep_levels
@@ -98,6 +98,8 @@ def test_metrics_take_sprites_on_the_gpu():
         on_gpu, labels_on_gpu = images.to("mps"), labels.to("mps")
         got = (metrics.frechet(on_gpu), metrics.class_accuracy(on_gpu, labels_on_gpu), metrics.near_copies(on_gpu))
         assert got == want
+        train_on_gpu = metrics.train.images[:500].to("mps")
+        assert torch.equal(nearest_training_distance(on_gpu, train_on_gpu), nearest_training_distance(images, metrics.train.images[:500]))
 
 
 def test_pictures_of_sprites_on_the_gpu():
