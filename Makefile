@@ -14,7 +14,7 @@ RUN := PATH="$(BIN):$$PATH"
 CPU_ONLY_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX := $(if $(CPU_ONLY),--extra-index-url $(CPU_ONLY_INDEX))
 
-.PHONY: course test setup benchmark clean labs collect autograde grades
+.PHONY: course test setup benchmark clean labs collect autograde feedback grades
 
 setup: $(STAMP)
 
@@ -61,6 +61,11 @@ collect: setup
 autograde: setup
 	@test -n "$(LAB)" || { echo "usage: make autograde LAB=01_sampling"; exit 2; }
 	$(RUN) $(BIN)/nbgrader autograde $(LAB) --force
+
+# Feedback pages to hand back: scores, visible checks and messages, no hidden tests (see nbgrader_config.py).
+feedback: setup
+	@test -n "$(LAB)" || { echo "usage: make feedback LAB=01_sampling"; exit 2; }
+	$(RUN) $(BIN)/nbgrader generate_feedback $(LAB) --force
 
 grades: setup
 	$(RUN) $(BIN)/nbgrader export --to grades.csv

@@ -3,13 +3,16 @@
 One temporary course (outside the repository) is built per test session: the
 labs are generated from solutions/ there, six kinds of submission per lab are
 autograded in parallel (one nbgrader process per student, after the gradebook
-and students were created one at a time), and the gradebook is read back.
+and students were created one at a time), feedback is generated, and the
+gradebook and the feedback pages are read back.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,6 +122,8 @@ def course(tmp_path_factory):
     for (lab, student), value in seconds.items():
         TIMINGS[f"{lab}: autograde {student} (1 thread, 2 at once)"] = value
     nbgrader("export", "--to", str(root / "grades.csv"), root=root)
+    for lab in LABS:
+        nbgrader("generate_feedback", lab, "--force", root=root)
     return root
 
 
@@ -137,6 +142,16 @@ def grades(root: Path, lab: str, student: str) -> dict:
 
 def autograded(root: Path, lab: str, student: str) -> nbformat.NotebookNode:
     return read(root / "autograded" / student / lab / f"{lab}.ipynb")
+
+
+def hidden_test_lines(cell) -> list[str]:
+    """The telling lines of a test cell's hidden tests: long enough to be specific, and not also visible."""
+    if "### BEGIN HIDDEN TESTS" not in cell.source:
+        return []
+    before, rest = cell.source.split("### BEGIN HIDDEN TESTS")
+    hidden, after = rest.split("### END HIDDEN TESTS")
+    visible = {line.strip() for line in (before + after).splitlines()}  # a line may be both hidden and visible
+    return [line for line in (l.strip() for l in hidden.splitlines()) if len(line) > 30 and line not in visible]
 
 
 def test_there_are_labs():
@@ -163,7 +178,7 @@ def test_notebooks_are_committed_without_outputs(folder):
 
 @pytest.mark.parametrize("lab", LABS)
 def test_released_lab_hides_solutions_and_hidden_tests(lab):
-    released = (ROOT / "labs" / lab / f"{lab}.ipynb").read_text()
+    released = "\n".join(cell.source for cell in read(ROOT / "labs" / lab / f"{lab}.ipynb").cells)
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
         assert marker not in released
     solution = read(ROOT / "solutions" / lab / f"{lab}.ipynb")
@@ -176,13 +191,8 @@ def test_released_lab_hides_solutions_and_hidden_tests(lab):
                 assert line not in lab_sources[grade_id(cell)], f"solution line leaked into the lab: {line}"
         assert "raise NotImplementedError" in lab_sources[grade_id(cell)]
     for cell in graded_cells(solution):
-        if "### BEGIN HIDDEN TESTS" in cell.source:
-            before, rest = cell.source.split("### BEGIN HIDDEN TESTS")
-            hidden, after = rest.split("### END HIDDEN TESTS")
-            visible = {l.strip() for l in (before + after).splitlines()}  # a line may be both hidden and visible
-            for line in (l.strip() for l in hidden.splitlines()):
-                if len(line) > 30 and line not in visible:
-                    assert line not in lab_sources[grade_id(cell)], f"hidden test leaked into the lab: {line}"
+        for line in hidden_test_lines(cell):
+            assert line not in lab_sources[grade_id(cell)], f"hidden test leaked into the lab: {line}"
 
 
 @pytest.mark.parametrize("lab", LABS)
@@ -273,3 +283,21 @@ def test_collected_submissions_and_grades_csv(course):
     for lab in LABS:
         assert scores[(lab, "solution")] == grades(course, lab, "solution")["max_score"]
         assert scores[(lab, "untouched")] == 0
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_feedback_shows_scores_and_no_hidden_test(course, lab):
+    """`make feedback`: a page per submission with its scores, and not a line of the hidden tests,
+    which nbgrader's own feedback would show (tests/test_feedback.py covers failing hidden tests)."""
+    hidden = [line for cell in graded_cells(read(ROOT / "solutions" / lab / f"{lab}.ipynb")) for line in hidden_test_lines(cell)]
+    assert hidden
+    released = "\n".join(cell.source for cell in read(ROOT / "labs" / lab / f"{lab}.ipynb").cells)
+    for student in STUDENTS:
+        page = (course / "feedback" / student / lab / f"{lab}.html").read_text()
+        text = html.unescape(re.sub(r"<[^>]+>", "", page))
+        submitted = "\n".join(cell.source for cell in read(course / "submitted" / student / lab / f"{lab}.ipynb").cells)
+        # a hidden line may also stand in a visible cell, or in the student's own answer
+        leaked = [line for line in hidden if line in text and line not in submitted and line not in released]
+        assert not leaked, f"the feedback for {student} shows hidden tests of {lab}: {leaked[:3]}"
+        result = grades(course, lab, student)
+        assert f"{lab} (Score: {round(result['score'], 2)} / {round(result['max_score'], 2)})" in text
