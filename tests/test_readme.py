@@ -31,3 +31,28 @@ def test_cpu_only_set_up_adds_pytorchs_cpu_index_and_only_when_asked():
 
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in install_command("CPU_ONLY=1")
     assert "--extra-index-url" not in install_command()
+
+
+def test_the_handout_has_the_course_but_not_its_answers(tmp_path):
+    """The README's `git archive` command for students: labs and what they run on, no solutions or tests."""
+    import shlex
+    import zipfile
+
+    import pytest
+
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    (command,) = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("git archive")]
+    args = [arg if not arg.startswith("--output=") else f"--output={tmp_path / 'handout.zip'}" for arg in shlex.split(command)]
+    subprocess.run(args, cwd=ROOT, check=True)
+    with zipfile.ZipFile(tmp_path / "handout.zip") as handout:
+        names = set(handout.namelist())
+        assert not [name for name in names if name.startswith(("solutions/", "tests/"))]
+        labs = sorted(path.name for path in (ROOT / "labs").iterdir() if path.is_dir())
+        needed = {"Makefile", "requirements.txt", "pyproject.toml", "nbgrader_config.py", "shared/__init__.py",
+                  "data/manifest.json", "weights/manifest.json", *(f"labs/{lab}/{lab}.ipynb" for lab in labs)}
+        assert needed <= names, f"the handout lacks {sorted(needed - names)}"
+        for name in names:
+            if name.endswith(".ipynb"):
+                text = handout.read(name).decode()
+                assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, f"{name} holds answers"
