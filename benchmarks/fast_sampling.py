@@ -3,6 +3,7 @@
 Run alone (another torch process on the same cores slows both several-fold):
     .venv/bin/python benchmarks/fast_sampling.py              # both models, 4 draws of N = 1000, about 2 h on 2 cores
     .venv/bin/python benchmarks/fast_sampling.py --draws 1 --n 300 --models unconditional   # a quicker look
+    .venv/bin/python benchmarks/fast_sampling.py --save-reference   # only rewrite data/ddpm500_context_samples.npz (Lab 4)
 
 For each sampler it prints:
   time     seconds to sample `--batch` sprites (median of `--repeats` runs), and the
@@ -35,11 +36,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.foundation import model_names, trained_with_context  # noqa: E402
-from shared.data import GROUPS, context_vector  # noqa: E402
+from shared.data import DATA_DIR, GROUPS, context_vector, to_uint8  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.samplers import DDIMSampler, DPMSolverSampler, UniPCSampler, generate, half_log_snr  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
@@ -49,6 +51,8 @@ CONFIGURATIONS = [("ddpm", 500), ("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddi
                   ("dpmsolver", 5), ("dpmsolver", 10), ("dpmsolver", 20), ("unipc", 5), ("unipc", 10), ("unipc", 20)]
 TARGETS = {("ddim", 25): (15, 1.3), ("ddim-eta0.3", 25): (15, 1.3), ("dpmsolver", 10): (40, 1.2),
            ("unipc", 10): (40, 1.2)}  # speed-up at least, FD ratio at most
+NOISE_SEED, SAMPLER_SEED = 2020, 1  # draw k's noises use seed NOISE_SEED + k, its contexts seed k
+CONTEXT_REFERENCE_PATH = DATA_DIR / "ddpm500_context_samples.npz"
 ODE_SOLVERS = {"DPM-Solver++": DPMSolverSampler, "UniPC": UniPCSampler}  # each compared with DDIM-20
 
 
@@ -59,7 +63,7 @@ def make(sampler, schedule):
     return sampler
 
 
-def sample(model, schedule, noise, sampler, steps, contexts, seed=1, batch=250):
+def sample(model, schedule, noise, sampler, steps, contexts, seed=SAMPLER_SEED, batch=250):
     """Sprites from `noise` in batches (same noise, same fresh-noise seed for every sampler)."""
     generator = torch.Generator().manual_seed(seed)
     chunks = []
@@ -76,7 +80,7 @@ def draw_contexts(metrics, n, seed):
 
 
 def benchmark(name, model, schedule, metrics, args, conditional):
-    draws = [torch.randn(args.n, 3, 16, 16, generator=torch.Generator().manual_seed(2020 + k)) for k in range(args.draws)]
+    draws = [torch.randn(args.n, 3, 16, 16, generator=torch.Generator().manual_seed(NOISE_SEED + k)) for k in range(args.draws)]
     contexts = [draw_contexts(metrics, args.n, k) if conditional else None for k in range(args.draws)]
     timing_noise = draws[0][: args.batch]
     timing_contexts = None if contexts[0] is None else contexts[0][: args.batch]
@@ -171,6 +175,21 @@ def ode_error(model, schedule, noise, contexts, parts=4):
         print("    " + "   ".join(cells[i : i + 5]))
 
 
+def save_context_reference(schedule, metrics, n):
+    """Write the context model's DDPM-500 sprites of the first draw, as benchmark() samples them.
+
+    Lab 4 compares its fast samplers with them on the same noises and groups: sampling them
+    takes a minute for 64 sprites on a laptop, most of that lab's running time.
+    """
+    noise = torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(NOISE_SEED))
+    contexts = draw_contexts(metrics, n, 0)
+    images = sample(load_model("context").requires_grad_(False), schedule, noise, "ddpm", 500, contexts)
+    np.savez_compressed(CONTEXT_REFERENCE_PATH, images=to_uint8(images), labels=contexts.argmax(dim=1).numpy(),
+                        noise_seed=NOISE_SEED, context_seed=0, sampler_seed=SAMPLER_SEED, batch=250,
+                        command=" ".join(["python", *sys.argv]))
+    print(f"wrote {CONTEXT_REFERENCE_PATH}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="samples per FD (default 1000)")
@@ -181,6 +200,8 @@ def main():
     parser.add_argument("--models", nargs="+", default=["unconditional", "context"],
                         help="denoisers in weights/manifest.json that shared.train made (a re-trained one too)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-reference", action="store_true",
+                        help=f"only write the context model's first-draw DDPM-500 sprites (N = --n) to data/{CONTEXT_REFERENCE_PATH.name}")
     args = parser.parse_args()
     if args.draws < 1:
         parser.error(f"--draws must be at least 1, got {args.draws}")
@@ -190,6 +211,8 @@ def main():
     schedule = NoiseSchedule(500, "cosine")
     metrics = SpriteMetrics(load_model("classifier"))
     print(f"torch {torch.__version__}, {args.threads} threads; groups: {len(GROUPS)}")
+    if args.save_reference:
+        return save_context_reference(schedule, metrics, args.n)
     for name in names:
         print(f"\n== {name} ==")
         benchmark(name, load_model(name).requires_grad_(False), schedule, metrics, args, conditional[name])

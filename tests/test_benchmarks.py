@@ -71,3 +71,28 @@ def test_multiply_adds_count_every_convolution_and_linear_layer():
     assert multiply_adds(Tiny(), x, t) == 8 * 8 * 8 * 3 * 9 + 8 * 8 * 8 * 4 * 4 + 4 * 16 * 5 * 16
     # The baseline's size as the DeepLearning.AI course builds it: about 1.48 M parameters, ~150 M multiply-adds.
     assert 140e6 < multiply_adds(Baseline().eval(), torch.zeros(1, 3, 16, 16), torch.tensor([250])) < 160e6
+
+
+def test_ddpm500_context_samples_ship_for_lab_4():
+    """The context model's DDPM-500 sprites that Lab 4 compares with: the benchmark's first draw, groups included."""
+    import numpy as np
+    import torch
+
+    from benchmarks.fast_sampling import CONTEXT_REFERENCE_PATH, draw_contexts
+    from shared.data import DATA_DIR, GROUPS, from_uint8
+    from shared.metrics import SpriteMetrics
+    from shared.weights import load_model
+
+    with np.load(CONTEXT_REFERENCE_PATH) as archive, np.load(DATA_DIR / "ddpm500_samples.npz") as unconditional:
+        images, labels = archive["images"], archive["labels"]
+        assert images.shape == (1000, 16, 16, 3) and images.dtype == np.uint8
+        assert labels.shape == (1000,) and labels.min() >= 0 and labels.max() < len(GROUPS)
+        assert "benchmarks/fast_sampling.py" in str(archive["command"])
+        # Lab 4 runs both models from the same noises.
+        assert int(archive["noise_seed"]) == int(unconditional["noise_seed"])
+        assert len(images) == len(unconditional["images"])
+        context_seed = int(archive["context_seed"])
+    metrics = SpriteMetrics(load_model("classifier"))
+    assert torch.equal(torch.from_numpy(labels), draw_contexts(metrics, len(labels), context_seed).argmax(dim=1))
+    # Sprites of the groups they were asked for, not noise or the unconditional model's.
+    assert metrics.class_accuracy(from_uint8(images), torch.from_numpy(labels))["overall"] > 0.7
