@@ -179,7 +179,7 @@ def save_context_reference(schedule, metrics, n):
     """Write the context model's DDPM-500 sprites of the first draw, as benchmark() samples them.
 
     Lab 4 compares its fast samplers with them on the same noises and groups: sampling them
-    takes a minute for 64 sprites on a laptop, most of that lab's running time.
+    there would take a minute for 64 sprites on a laptop, most of that lab's running time.
     """
     noise = torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(NOISE_SEED))
     contexts = draw_contexts(metrics, n, 0)
