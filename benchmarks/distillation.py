@@ -39,7 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.data import DATA_DIR, to_uint8  # noqa: E402
-from shared.distill import round_teacher, run_teacher, student_sampler  # noqa: E402
+from shared.distillation import run_teacher, student_sampler
+from tools.distill import round_teacher  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.samplers import generate  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
@@ -56,17 +57,17 @@ def sample(model, schedule, noise, sampler, steps, batch):
     generator = torch.Generator().manual_seed(SAMPLER_SEED)
     chunks = []
     for i in range(0, len(noise), batch):
-        chunks.append(generate(model, schedule, noise[i : i + batch], sampler, steps, generator=generator, progress=False).images)
+        chunks.append(generate(model, sampler, noise[i : i + batch], steps, generator=generator, progress=False).images)
     return torch.cat(chunks)
 
 
 def sprites_per_second(model, schedule, sampler, steps, batch, repeats):
     x = torch.randn(batch, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    generate(model, schedule, x, sampler, steps, progress=False)  # warm-up
+    generate(model, sampler, x, steps, progress=False)  # warm-up
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        generate(model, schedule, x, sampler, steps, generator=torch.Generator().manual_seed(1), progress=False)
+        generate(model, sampler, x, steps, generator=torch.Generator().manual_seed(1), progress=False)
         seconds.append(time.perf_counter() - start)
     return batch / statistics.median(seconds)
 
@@ -109,7 +110,7 @@ def main():
         parser.error(f"--draws must be at least 1, got {args.draws}")
     torch.set_num_threads(args.threads)
     teacher = load_model("unconditional").requires_grad_(False)
-    schedule = NoiseSchedule(500, manifest_entry("unconditional")["schedule"])
+    schedule = NoiseSchedule(500, manifest_entry("unconditional")["config"]["schedule"])
     metrics = SpriteMetrics(load_model("classifier"))
     draws = [torch.randn(args.n, 3, 16, 16, generator=torch.Generator().manual_seed(NOISE_SEED + k)) for k in range(args.draws)]
     students = [name for name in available_weights() if "sampling" in manifest_entry(name)]

@@ -69,7 +69,7 @@ def sample(model, schedule, noise, sampler, steps, contexts, seed=SAMPLER_SEED, 
     chunks = []
     for i in range(0, len(noise), batch):
         c = None if contexts is None else contexts[i : i + batch]
-        chunks.append(generate(model, schedule, noise[i : i + batch], sampler, steps, c, generator, progress=False).images)
+        chunks.append(generate(model, sampler, noise[i : i + batch], steps, c, generator, progress=False).images)
     return torch.cat(chunks)
 
 
@@ -89,7 +89,7 @@ def benchmark(name, model, schedule, metrics, args, conditional):
         seconds = []
         for _ in range(args.repeats if sampler != "ddpm" else max(1, args.repeats // 2)):
             start = time.perf_counter()
-            generate(model, schedule, timing_noise, make(sampler, schedule), steps, timing_contexts, torch.Generator().manual_seed(1), progress=False)
+            generate(model, make(sampler, schedule), timing_noise, steps, timing_contexts, torch.Generator().manual_seed(1), progress=False)
             seconds.append(time.perf_counter() - start)
         fds = [metrics.frechet(sample(model, schedule, noise, make(sampler, schedule), steps, c)) for noise, c in zip(draws, contexts)]
         error = statistics.stdev(fds) / len(fds) ** 0.5 if len(fds) > 1 else float("nan")
@@ -198,7 +198,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per sampler; median reported (DDPM: half)")
     parser.add_argument("--ode-n", type=int, default=1000, help="sprites for the ODE-error comparison (the first draw's)")
     parser.add_argument("--models", nargs="+", default=["unconditional", "context"],
-                        help="denoisers in weights/manifest.json that shared.train made (a re-trained one too)")
+                        help="denoisers in weights/manifest.json that tools.train made (a re-trained one too)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save-reference", action="store_true",
                         help=f"only write the context model's first-draw DDPM-500 sprites (N = --n) to data/{CONTEXT_REFERENCE_PATH.name}")

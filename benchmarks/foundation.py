@@ -6,7 +6,7 @@ Run alone (another torch process on the same cores slows both several-fold):
     .venv/bin/python benchmarks/foundation.py --only budget   # equal wall-clock training, ~30 min
     .venv/bin/python benchmarks/foundation.py --only quality  # shipped models at N = 1000, ~13 min
     (--models context samples only the context model in the quality section. --models takes any
-    denoiser in weights/manifest.json that python -m shared.train made, a re-trained one too,
+    denoiser in weights/manifest.json that python -m tools.train made, a re-trained one too,
     its names separated by spaces or commas, as in benchmarks/fast_sampling.py)
 Both networks use the same threads, batch, data, schedule, loss, optimiser and
 EMA; only the network differs. Times are medians of several runs; every ratio
@@ -35,7 +35,7 @@ from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.model import Denoiser, count_parameters  # noqa: E402
 from shared.samplers import generate  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
-from shared.train import denoising_loss, draw_denoising_batch, learning_rate, update_weights  # noqa: E402
+from tools.train import denoising_loss, draw_denoising_batch, learning_rate, update_weights  # noqa: E402
 from shared.weights import WeightsError, load_model, manifest_entry  # noqa: E402
 
 T = 500
@@ -147,7 +147,7 @@ def speed(args, schedule, images):
         for name, model in models.items():
             model.eval()
             start = time.perf_counter()
-            generate(model, schedule, noise, "ddpm", generator=torch.Generator().manual_seed(2), progress=False)
+            generate(model, "ddpm", noise, generator=torch.Generator().manual_seed(2), progress=False)
             seconds[name].append(time.perf_counter() - start)
     for name, values in seconds.items():
         print(f"500-step DDPM, 64 sprites  {name:12s} {statistics.median(values):6.1f} s (median of {len(values)})")
@@ -165,7 +165,7 @@ def sample_n(model, schedule, n, seed, contexts=None, batch=250):
     for i in range(0, n, batch):
         noise = torch.randn(min(batch, n - i), 3, 16, 16, generator=generator)
         c = None if contexts is None else contexts[i : i + len(noise)]
-        out.append(generate(model, schedule, noise, "ddpm", contexts=c, generator=generator, progress=False).images)
+        out.append(generate(model, "ddpm", noise, contexts=c, generator=generator, progress=False).images)
     return torch.cat(out)
 
 
@@ -196,14 +196,14 @@ def budget(args, schedule, images, metrics):
 
 
 def trained_with_context(name: str, option: str = "--models") -> bool:
-    """Whether the denoiser `name` (one that shared.train made) learnt groups; exits with a clear message,
+    """Whether the denoiser `name` (one that tools.train made) learnt groups; exits with a clear message,
     naming the command-line `option` that gave the name, otherwise."""
     try:
         entry = manifest_entry(name)
     except WeightsError as error:
         raise SystemExit(f"{option}: {error}") from None
     if "p_uncond" not in entry.get("training", {}):
-        raise SystemExit(f"{option}: {name!r} is not a denoiser trained by shared.train "
+        raise SystemExit(f"{option}: {name!r} is not a denoiser trained by tools.train "
                          "(distilled students are measured by benchmarks/distillation.py)")
     return entry["training"]["p_uncond"] < 1  # context dropped for only part of each batch
 

@@ -37,7 +37,7 @@ def sweep(name, make_model, scales, schedule, x_T, labels, contexts, metrics, st
     print(header)
     results = {}
     for scale in scales:
-        images = torch.cat([generate(make_model(scale, labels[i : i + 150]), schedule, x_T[i : i + 150], "ddim", steps,
+        images = torch.cat([generate(make_model(scale, labels[i : i + 150]), "ddim", x_T[i : i + 150], steps,
                                      None if contexts is None else contexts[i : i + 150], progress=False).images
                             for i in range(0, len(labels), 150)])
         accuracy = metrics.class_accuracy(images, labels)
@@ -82,7 +82,7 @@ def main():
     unconditional = load_model("unconditional").requires_grad_(False)
     guidance_classifier = load_model("guidance_classifier").requires_grad_(False)
     classifier = sweep("classifier guidance, unconditional model",
-                       lambda s, y: ClassifierGuidance(unconditional, guidance_classifier, schedule, y, s),
+                       lambda s, y: ClassifierGuidance(unconditional, guidance_classifier, y, s),
                        [0.0, 1.0, 3.0, 10.0, 30.0, 100.0], schedule, x_T, labels, None, metrics, strong, args.steps)
 
     best_w = max(cfg, key=lambda w: cfg[w][1])
@@ -102,7 +102,7 @@ def main():
             plain = seconds(lambda: context_model(x, t, c), 30)
             batched = seconds(lambda: ClassifierFreeGuidance(context_model, 2.0)(x, t, c), 30)
             separate = seconds(lambda: 3.0 * context_model(x, t, c) - 2.0 * context_model(x, t, torch.zeros_like(c)), 30)
-            guided_by_classifier = seconds(lambda: ClassifierGuidance(unconditional, guidance_classifier, schedule, torch.arange(batch) % 9, 3.0)(x, t), 30)
+            guided_by_classifier = seconds(lambda: ClassifierGuidance(unconditional, guidance_classifier, torch.arange(batch) % 9, 3.0)(x, t), 30)
         print(f"  batch {batch:2d}: unguided {plain * 1e3:6.2f} ms; classifier-free batched {batched / plain:.2f}x, "
               f"two calls {separate / plain:.2f}x; classifier guidance {guided_by_classifier / plain:.2f}x")
 

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.fast_sampling import exact_ode  # noqa: E402
 from benchmarks.foundation import trained_with_context  # noqa: E402
-from shared.samplers import DDIMSampler, DPMSolverSampler, generate, timestep_levels  # noqa: E402
+from shared.samplers import DDIMSampler, DPMSolverSampler, generate, timestep_grid  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
 from shared.weights import load_model  # noqa: E402
 
@@ -38,7 +38,7 @@ MOVES = (-8, -3, -1, 1, 3, 8)  # how far one level may move in one try
 
 def distances(model, schedule, noise, exact, sampler_class, levels, batch=250):
     """Per-sprite RMS distance (N,) between the sampler on `levels` and the exact ODE, unclipped like the reference."""
-    runs = [generate(model, schedule, noise[i : i + batch], sampler_class(schedule, clip_x0=False, levels=levels), None,
+    runs = [generate(model, sampler_class(schedule, clip_x0=False, levels=levels), noise[i : i + batch], None,
                      progress=False).images for i in range(0, len(noise), batch)]
     return (torch.cat(runs) - exact).pow(2).mean(dim=(1, 2, 3)).sqrt()
 
@@ -49,7 +49,7 @@ def rms(errors: torch.Tensor) -> float:
 
 def tune(model, schedule, noise, exact, sweeps):
     """Coordinate descent on the solver's interior levels; returns the tuned levels."""
-    levels = timestep_levels(schedule, STEPS, "banded")
+    levels = timestep_grid(schedule, STEPS, "banded")
     best = rms(distances(model, schedule, noise, exact, DPMSolverSampler, levels))
     print(f"banded grid {levels}: RMS {best:.4f} on the fitting noises", flush=True)
     for sweep in range(sweeps):
@@ -71,7 +71,7 @@ def tune(model, schedule, noise, exact, sweeps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="unconditional", help="a denoiser in weights/manifest.json that shared.train made; sampled without context")
+    parser.add_argument("--model", default="unconditional", help="a denoiser in weights/manifest.json that tools.train made; sampled without context")
     parser.add_argument("--fit-n", type=int, default=256, help="noises the grid is tuned on (seed 777)")
     parser.add_argument("--n", type=int, default=1000, help="noises it is measured on (seed 2020, as fast_sampling.py's first draw)")
     parser.add_argument("--sweeps", type=int, default=4, help="at most this many passes over the levels")
@@ -92,7 +92,7 @@ def main():
 
     noise = torch.randn(args.n, 3, 16, 16, generator=torch.Generator().manual_seed(2020))
     exact, _, _ = exact_ode(model, schedule, noise, None)
-    banded = timestep_levels(schedule, STEPS, "banded")
+    banded = timestep_grid(schedule, STEPS, "banded")
     ddim = distances(model, schedule, noise, exact, DDIMSampler, banded)
     print(f"\nDistance to the ODE at {STEPS} steps on {args.n} other noises ({args.model}); ratios are DDIM-{STEPS} "
           "on the banded grid over the row:")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import GROUPS, check_contexts
-from .schedule import NoiseSchedule, describe
+from .checks import describe
 
 
 class ClassifierFreeGuidance(nn.Module):
@@ -31,7 +31,7 @@ class ClassifierFreeGuidance(nn.Module):
     def __init__(self, model: nn.Module, scale: float):
         super().__init__()
         self.model, self.scale = model, guidance_scale(scale)
-        self.config = model.config
+        self.config, self.schedule = model.config, model.schedule
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         if context is None:
@@ -47,7 +47,7 @@ class ClassifierFreeGuidance(nn.Module):
 class ClassifierGuidance(nn.Module):
     """A denoiser guided by a noise-aware classifier towards `labels` (B,), with scale s >= 0."""
 
-    def __init__(self, model: nn.Module, classifier: nn.Module, schedule: NoiseSchedule, labels: torch.Tensor, scale: float):
+    def __init__(self, model: nn.Module, classifier: nn.Module, labels: torch.Tensor, scale: float):
         super().__init__()
         if not getattr(classifier.config, "noise_aware", False):
             raise ValueError("classifier guidance needs a noise-aware classifier (one that takes t), such as 'guidance_classifier'")
@@ -58,7 +58,7 @@ class ClassifierGuidance(nn.Module):
         n_classes = getattr(classifier.config, "n_classes", len(GROUPS))
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
             raise ValueError(f"labels must be group indices in 0..{n_classes - 1}, got values from {int(labels.min())} to {int(labels.max())}")
-        self.model, self.classifier, self.schedule, self.scale = model, classifier, schedule, guidance_scale(scale)
+        self.model, self.classifier, self.schedule, self.scale = model, classifier, model.schedule, guidance_scale(scale)
         self.register_buffer("labels", labels.long(), persistent=False)
         self.config = model.config
 
@@ -68,11 +68,11 @@ class ClassifierGuidance(nn.Module):
         eps = self.model(x, t, context)
         if self.scale == 0:
             return eps
-        gradient = log_probability_gradient(self.classifier, x, t, self.labels)
+        gradient = log_prob_gradient(self.classifier, x, t, self.labels)
         return eps - self.scale * self.schedule.at("sqrt_one_minus_alpha_bars", t) * gradient
 
 
-def log_probability_gradient(classifier: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def log_prob_gradient(classifier: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """grad_x log p(labels | x, t) for each image, by autograd; works inside torch.inference_mode."""
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)  # a normal tensor, even if x was made in inference mode

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .data import GROUPS, load_sprites
-from .schedule import describe
+from .checks import describe
 
 # A sample whose root-mean-square pixel difference (pixels in [0, 1]) to its
 # nearest training sprite is below this counts as a near copy: about 4 levels

@@ -1,18 +1,15 @@
 """The denoiser (a small U-Net) and the sprite classifier, parts before the whole.
 
-The denoiser sees a noisy sprite x_t (B, 3, 16, 16), its timestep t (B,) and an
+The denoiser sees a noisy sprite x_t (B, 3, 16, 16), its time t (B,) and an
 optional context (B, 9): a one-hot group, a mixture of groups (non-negative,
-summing to 1), or a row of zeros meaning "no context". A zero row selects a
-learned "no context" embedding, which is what classifier-free guidance
-(Ho & Salimans 2022) contrasts with the conditional prediction.
+summing to 1), or a row of zeros meaning "no context", which selects a learned
+"no context" embedding (what classifier-free guidance contrasts, Ho & Salimans 2022).
+Its config names the noise schedule it was trained with, so a loaded model
+carries it as `model.schedule`: a NoiseSchedule, or the StraightPath of a flow model.
 
-Design for a laptop CPU: three resolutions (16, 8, 4) with one residual block
-each way, so most arithmetic happens on the 8x8 and 4x4 maps; self-attention
-only at 4x4, where 16 positions see each other cheaply. Nothing random happens
-in forward, so eval mode is deterministic.
-
-The widths are as narrow as quality allows: seven cheaper designs, re-trained with the
-same recipe, sampled worse than this one (weights/README.md lists them, with figures).
+Three resolutions (16, 8, 4), one residual block each way, self-attention only
+at 4x4: most arithmetic happens on small maps, which suits a laptop CPU
+(docs/design.md has the designs measured against it).
 """
 
 from __future__ import annotations
@@ -24,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .schedule import describe
+from .checks import check_images, check_timesteps, describe
+from .flow import StraightPath
+from .schedule import SCHEDULE_KINDS, NoiseSchedule
 
-PREDICTION_TYPES = ("eps", "x0", "v")
+PREDICTION_TYPES = ("eps", "x0", "v", "velocity")  # velocity: a flow model's dx/dt
 
 
 @dataclass
@@ -37,49 +36,39 @@ class DenoiserConfig:
     base_channels: int = 32  # channels at 16x16; powers of two keep the CPU convolutions fast
     channel_mults: tuple[int, ...] = (1, 2, 4)  # 32 channels at 16x16, 64 at 8x8, 128 at 4x4
     embed_dim: int = 128
-    T: int = 500  # timesteps are scaled by T so the embedding sees t/T in [0, 1]
-    prediction: str = "eps"  # what forward returns: the noise, the clean image, or v
+    T: int = 500  # integer timesteps 0..T (a flow model's time is continuous in [0, 1] instead)
+    prediction: str = "eps"  # what forward returns: the noise, the clean image, v, or a flow's velocity
+    schedule: str = "cosine"  # the noise schedule's kind, or "flow" for the straight path
 
     def __post_init__(self):
         self.channel_mults = tuple(self.channel_mults)
         if self.prediction not in PREDICTION_TYPES:
             raise ValueError(f"prediction must be one of {PREDICTION_TYPES}, got {self.prediction!r}")
+        if self.schedule not in SCHEDULE_KINDS + ("flow",):
+            raise ValueError(f"schedule must be one of {SCHEDULE_KINDS + ('flow',)}, got {self.schedule!r}")
+        if (self.schedule == "flow") != (self.prediction == "velocity"):
+            raise ValueError("a flow model (schedule 'flow') predicts the velocity, and only a flow model does")
         if self.image_size % 2 ** (len(self.channel_mults) - 1):
             raise ValueError("image_size must be divisible by 2 for every downsampling level")
+
+    @property
+    def continuous_time(self) -> bool:
+        return self.schedule == "flow"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def make_schedule(config: DenoiserConfig) -> NoiseSchedule | StraightPath:
+    return StraightPath() if config.continuous_time else NoiseSchedule(config.T, config.schedule)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
-    """Sinusoidal features of t/T (Vaswani et al. 2017), (B,) -> (B, dim)."""
+    """Sinusoidal features of t/T (Vaswani et al. 2017), (B,) -> (B, dim); T = 1 for flow times."""
     half = dim // 2
     frequencies = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
     angles = (t.float() / T * 1000)[:, None] * frequencies[None, :]  # (B, half)
     return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-
-def check_images(x: torch.Tensor, config, weight: torch.Tensor) -> None:
-    """A network's input must be a (B, C, H, W) batch on its device and in its dtype."""
-    expected = (config.image_channels, config.image_size, config.image_size)
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != expected:
-        raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got {describe(x)}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.device != weight.device:
-        raise ValueError(f"x is on {x.device} but the model is on {weight.device}; move it with x.to({str(weight.device)!r})")
-    if x.dtype != weight.dtype:
-        raise ValueError(f"x has dtype {x.dtype} but the model's weights are {weight.dtype}; convert it with x.to({weight.dtype})")
-
-
-def check_timesteps(t: torch.Tensor, batch_size: int, T: int, device: torch.device) -> None:
-    """Timesteps must be integers in 0..T, one per image, on the images' device."""
-    if not isinstance(t, torch.Tensor) or t.shape != (batch_size,) or t.is_floating_point():
-        raise ValueError(f"t must be an integer tensor of shape ({batch_size},), got {describe(t)}")
-    if t.device != device:
-        raise ValueError(f"t is on {t.device} but x is on {device}; make it with device=x.device")
-    if batch_size and (int(t.min()) < 0 or int(t.max()) > T):
-        raise ValueError(f"t must lie in 0..{T}, got values from {int(t.min())} to {int(t.max())}")
 
 
 class ResidualBlock(nn.Module):
@@ -134,6 +123,7 @@ class Denoiser(nn.Module):
     def __init__(self, config: DenoiserConfig | None = None):
         super().__init__()
         self.config = config = config or DenoiserConfig()
+        self.schedule = make_schedule(config)  # buffers only, none saved: the config rebuilds it
         channels = [config.base_channels * m for m in config.channel_mults]  # e.g. [32, 64, 128]
         E = config.embed_dim
 
@@ -166,7 +156,8 @@ class Denoiser(nn.Module):
 
     def embed(self, t: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """Time embedding plus context embedding, (B, embed_dim); zero context rows get the learned null."""
-        features = timestep_embedding(t, self.config.embed_dim, self.config.T).to(self.no_context_embedding.dtype)
+        T = 1 if self.config.continuous_time else self.config.T
+        features = timestep_embedding(t, self.config.embed_dim, T).to(self.no_context_embedding.dtype)
         emb = self.time_mlp(features)
         null = self.no_context_embedding.expand_as(emb)
         if context is None:
@@ -194,7 +185,7 @@ class Denoiser(nn.Module):
     def check_inputs(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None) -> None:
         c = self.config
         check_images(x, c, self.conv_in.weight)
-        check_timesteps(t, x.shape[0], c.T, x.device)
+        check_timesteps(t, None if c.continuous_time else c.T, x.shape[0], x.device)
         if context is not None:
             if not isinstance(context, torch.Tensor) or context.shape != (x.shape[0], c.context_dim):
                 raise ValueError(f"context must have shape ({x.shape[0]}, {c.context_dim}) or be None, got {describe(context)}")
@@ -234,6 +225,10 @@ class StepwiseDenoiser(nn.Module):
         self.config = config
         self.shared = Denoiser(config.denoiser_config())
         self.own = nn.ModuleDict({str(level): Denoiser(config.denoiser_config()) for level in config.own_levels})
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        return self.shared.schedule
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         self.shared.check_inputs(x, t, context)
@@ -286,7 +281,7 @@ class SpriteClassifier(nn.Module):
         if c.noise_aware:
             if t is None:
                 raise ValueError("this classifier is noise-aware: pass the timesteps t of shape (B,)")
-            check_timesteps(t, x.shape[0], c.T, x.device)
+            check_timesteps(t, c.T, x.shape[0], x.device)
         h = x
         for i, stage in enumerate(self.stages):
             h = stage(h)
@@ -298,6 +293,15 @@ class SpriteClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(x, t))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, weight by weight: the average samples better than the last weights."""
+    for ema_param, param in zip(ema.parameters(), model.parameters()):
+        ema_param.lerp_(param, 1 - decay)
+    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+        ema_buffer.copy_(buffer)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,32 +1,25 @@
 """Samplers: turning noise into sprites, one reverse step at a time.
 
 Every sampler has the same two methods, in the spirit of diffusers' schedulers:
-  timesteps(n_steps) -> [(t, t_prev), ...], the grid from T down to 0;
+  timesteps(n_steps) -> [(t, t_prev), ...], the grid from T (pure noise) down to 0;
   step(model_output, t, t_prev, x_t, noise) -> (x_prev, x0_hat).
 The network stays outside, so `generate` runs any sampler with any denoiser,
 and randomness comes in as arguments: `noise` for the step, a generator for
-the loop, so the same seed gives the same sprites.
+the loop, so the same seed gives the same sprites. A sampler is built from the
+model's own schedule: `DDIMSampler(model.schedule)`.
 
   ddpm       ancestral sampling (Ho et al. 2020), any sub-grid of steps
-  ddim       the deterministic sampler of Song, Meng & Ermon 2021 (eta = 0), or
-             with eta > 0 a family that reaches DDPM's noise at eta = 1
-  dpmsolver  DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep
-             solver of the same ODE as DDIM, written with the predicted x0
-  unipc      DPM-Solver++(2M) plus UniPC's corrector (Zhao et al. 2023): the
-             network call each step makes anyway also corrects the step before
+  ddim       deterministic DDIM (Song, Meng & Ermon 2021), or with eta > 0 a family reaching DDPM at eta = 1
+  dpmsolver  DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver of DDIM's ODE
+  unipc      DPM-Solver++(2M) plus UniPC's corrector (Zhao et al. 2023), at no extra network call
+  euler      Euler's method on a flow model's ODE (Lab 7)
+  heun       Heun's method on it: two network calls a step, second order (Karras et al. 2022, Algorithm 1)
 
-Three grids of timesteps, all starting at t = T:
-  "time"    evenly spaced in t (diffusers calls this "trailing" spacing);
-  "logsnr"  evenly spaced in lambda = log(alpha / sigma) (Lu et al. 2022 space their
-            steps in lambda), after a first jump from T to lambda = -3.5, down to a
-            small t, then one last step to 0;
-  "banded"  like "logsnr" but without the jump, and three times as dense in the band
-            of lambda where the sprite's layout is decided (see BAND below).
-DDPM uses the even grid; the deterministic samplers default to the banded grid
-and to clipping x0_hat into [-1, 1] (diffusers' DDIM clips by default too): on
-the course's models that is what makes 10 to 25 steps enough (benchmarks/fast_sampling.py).
-The distilled students were trained with teachers on the "logsnr" grid, which
-therefore stays as it was.
+Grids of timesteps, all from T: "time" (evenly spaced in t), "logsnr" (evenly spaced in
+lambda = log(alpha / sigma), Lu et al. 2022) and "banded" (log-SNR, with three times as many
+steps in the band of lambda where a sprite's layout is decided). DDPM uses the even grid; the
+deterministic samplers default to the banded grid and to clipping x0_hat into [-1, 1], which on
+the course's models is what makes 10 to 25 steps enough (docs/design.md has the measurements).
 """
 
 from __future__ import annotations
@@ -37,27 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import check_contexts
-from .schedule import NoiseSchedule, describe
-
-
-def split_prediction(model_output, prediction, schedule, x_t, t):
-    """(eps_hat, x0_hat) from whatever the network predicts ("eps", "x0" or "v"), at integer timesteps t (B,).
-
-    v = alpha_t eps - sigma_t x0 (Salimans & Ho 2022, with alpha_t = sqrt(abar_t) and
-    sigma_t = sqrt(1 - abar_t)); since alpha^2 + sigma^2 = 1 it inverts without
-    dividing: x0 = alpha x_t - sigma v and eps = sigma x_t + alpha v, well defined
-    at every t, which is why distilled students predict v.
-    """
-    if not isinstance(model_output, torch.Tensor) or model_output.shape != x_t.shape:
-        raise ValueError(f"the model's output must have the shape of x_t {tuple(x_t.shape)}, got {describe(model_output)}")
-    if prediction == "eps":
-        return model_output, schedule.predict_x0(x_t, t, model_output)
-    if prediction == "x0":
-        return schedule.predict_eps(x_t, t, model_output), model_output
-    if prediction == "v":
-        alpha, sigma = schedule.at("sqrt_alpha_bars", t, x_t.ndim), schedule.at("sqrt_one_minus_alpha_bars", t, x_t.ndim)
-        return sigma * x_t + alpha * model_output, alpha * x_t - sigma * model_output
-    raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
+from .checks import describe
+from .flow import StraightPath
+from .schedule import NoiseSchedule
 
 
 def half_log_snr(schedule: NoiseSchedule, t) -> torch.Tensor:
@@ -66,17 +41,13 @@ def half_log_snr(schedule: NoiseSchedule, t) -> torch.Tensor:
 
 
 SPACINGS = ("time", "logsnr", "banded")
-# The log-SNR grid spends its steps between these two: below lambda = -3.5 (abar < 0.001,
-# x_t holds under 3% of the image's amplitude; the course's schedule reaches it only at its
-# last 10 levels, t >= 491) x_t is noise whatever t is, so the first step jumps there from T;
-# level 3 (abar_3 = 0.9996) is nearly clean, and the last step goes from there to 0.
+# Below lambda = -3.5 (abar < 0.001, the course schedule's last 10 levels) x_t is noise whatever t is,
+# so the log-SNR grids jump there from T at once; level 3 (abar = 0.9996) is nearly clean, and the
+# last step goes from there to 0.
 LOGSNR_FIRST = -3.5
 LOGSNR_LAST_LEVEL = 3
-# Measured along the course models' ODE (benchmarks/fast_sampling.py prints the profile): a 20-step
-# solver on the plain log-SNR grid made most of its error in -2.5 < lambda < 0.5, where the sprite's
-# layout is decided and x0_hat still moves fast (two to ten times slower above the band). Below it
-# x_t is nearly pure noise, and x0_hat's larger moves there cost little. So the banded grid puts
-# BAND_DENSITY times as many steps per unit of lambda into the band.
+# The band of lambda where a 20-step solver made most of its error (docs/design.md), and how much
+# denser the banded grid is there.
 BAND = (-2.5, 0.5)
 BAND_DENSITY = 3.0
 
@@ -90,8 +61,8 @@ def banded_lambdas(start: float, end: float, n_points: int) -> torch.Tensor:
     return fine[torch.searchsorted(cumulative, wanted).clamp(max=len(fine) - 1)]
 
 
-def timestep_levels(schedule: NoiseSchedule, n_steps: int, spacing: str = "time") -> list[int]:
-    """n_steps + 1 integer levels from T down to 0, strictly decreasing."""
+def timestep_grid(schedule: NoiseSchedule, n_steps: int, spacing: str = "time") -> list[int]:
+    """n_steps + 1 integer timesteps from T down to 0, strictly decreasing (Lab 4 writes the "time" case)."""
     T = schedule.T
     if not isinstance(n_steps, int) or not 1 <= n_steps <= T:
         raise ValueError(f"n_steps must be an integer in 1..{T}, got {n_steps!r}")
@@ -143,18 +114,23 @@ class Sampler:
                 raise ValueError(f"this sampler runs its fixed grid of {len(self.levels) - 1} steps {self.levels}, not {n_steps}")
             levels = self.levels
         else:
-            levels = timestep_levels(self.schedule, self.schedule.T if n_steps is None else n_steps, self.spacing)
+            levels = timestep_grid(self.schedule, self.schedule.T if n_steps is None else n_steps, self.spacing)
         return list(zip(levels[:-1], levels[1:]))
 
     def restart(self) -> None:
         """Forget earlier steps before a new run (multistep samplers remember some)."""
 
-    def x0_estimate(self, model_output, t: int, t_prev: int, x_t, prediction: str):
+    def advance(self, denoise, x_t, t, t_prev, noise=None, prediction: str = "eps"):
+        """One step with the network `denoise(x, t)` (what `generate` calls): one call, then `step`.
+        A sampler that needs more than one call per step (Heun) overrides this."""
+        return self.step(denoise(x_t, t), t, t_prev, x_t, noise, prediction=prediction)
+
+    def eps_and_x0(self, model_output, t: int, t_prev: int, x_t, prediction: str):
         """(eps_hat, x0_hat) at step t, after checking the step; x0_hat clipped to [-1, 1] if asked."""
         if not 0 <= t_prev < t <= self.schedule.T:
             raise ValueError(f"need 0 <= t_prev < t <= {self.schedule.T}, got t={t}, t_prev={t_prev}")
         batch = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-        eps_hat, x0_hat = split_prediction(model_output, prediction, self.schedule, x_t, batch)
+        eps_hat, x0_hat = self.schedule.eps_and_x0(model_output, prediction, x_t, batch)
         if self.clip_x0:
             x0_hat = x0_hat.clamp(-1, 1)
             eps_hat = self.schedule.predict_eps(x_t, batch, x0_hat)
@@ -177,17 +153,18 @@ class DDPMSampler(Sampler):
 
     def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):
         """x_t -> (x_{t_prev}, x0_hat); `noise` ~ N(0, I) like x_t, unused when t_prev = 0."""
-        _, x0_hat = self.x0_estimate(model_output, t, t_prev, x_t, prediction)
+        _, x0_hat = self.eps_and_x0(model_output, t, t_prev, x_t, prediction)
         s = self.schedule
         # Stored 1 - abar and alpha_t are more precise in float32 than differences and ratios.
-        abar_prev, noise_t, noise_prev = s.alpha_bars[t_prev], s.one_minus_alpha_bars[t], s.one_minus_alpha_bars[t_prev]
+        abar_prev, one_minus_abar, one_minus_abar_prev = s.alpha_bars[t_prev], s.one_minus_alpha_bars[t], s.one_minus_alpha_bars[t_prev]
         if t_prev == t - 1:
             alpha_step, beta_step, variance = s.alphas[t], s.betas[t], s.posterior_variance[t]
         else:
             alpha_step = s.alpha_bars[t] / abar_prev
             beta_step = 1 - alpha_step
-            variance = beta_step * noise_prev / noise_t  # beta-tilde for the longer step
-        mean = (abar_prev.sqrt() * beta_step / noise_t) * x0_hat + (alpha_step.sqrt() * noise_prev / noise_t) * x_t
+            variance = beta_step * one_minus_abar_prev / one_minus_abar  # beta-tilde for the longer step
+        # Ho et al. eq. 7: the posterior mean, a mix of x0_hat and x_t
+        mean = (abar_prev.sqrt() * beta_step / one_minus_abar) * x0_hat + (alpha_step.sqrt() * one_minus_abar_prev / one_minus_abar) * x_t
         if t_prev == 0:
             return mean, x0_hat  # the last step adds no noise: x_0 is the answer
         if noise is None or noise.shape != x_t.shape:
@@ -216,7 +193,7 @@ class DDIMSampler(Sampler):
         self.deterministic = self.eta == 0
 
     def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):
-        eps_hat, x0_hat = self.x0_estimate(model_output, t, t_prev, x_t, prediction)
+        eps_hat, x0_hat = self.eps_and_x0(model_output, t, t_prev, x_t, prediction)
         s = self.schedule
         abar_prev = s.alpha_bars[t_prev]
         variance = self.eta**2 * (s.one_minus_alpha_bars[t_prev] / s.one_minus_alpha_bars[t]) * (1 - s.alpha_bars[t] / abar_prev)
@@ -255,8 +232,8 @@ class DPMSolverSampler(Sampler):
         self.previous = None
 
     def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):
-        _, x0_hat = self.x0_estimate(model_output, t, t_prev, x_t, prediction)
-        return self.advance(x_t, x0_hat, t, t_prev), x0_hat
+        _, x0_hat = self.eps_and_x0(model_output, t, t_prev, x_t, prediction)
+        return self.multistep_update(x_t, x0_hat, t, t_prev), x0_hat
 
     def continues(self, t: int, x0_hat) -> bool:
         """Whether a step at t follows on from the last step taken (same run, same batch)."""
@@ -269,7 +246,7 @@ class DPMSolverSampler(Sampler):
         sigma_ratio = (s.one_minus_alpha_bars[t_prev] / s.one_minus_alpha_bars[t]).sqrt()
         return sigma_ratio * x_t - s.sqrt_alpha_bars[t_prev] * torch.expm1(-h) * D
 
-    def advance(self, x_t, x0_hat, t: int, t_prev: int):
+    def multistep_update(self, x_t, x0_hat, t: int, t_prev: int):
         """The 2M step from x_t, given this step's x0_hat; remembers x0_hat for the next step."""
         earlier = self.previous if self.continues(t, x0_hat) else None
         self.previous = (t, t_prev, x0_hat)
@@ -299,10 +276,8 @@ class UniPCSampler(DPMSolverSampler):
     for an ordinary ODE with equal steps, the trapezoid rule's local error is a fifth of the
     linear extrapolation's (1/12 against 5/12 of h^3 times the third derivative).
 
-    diffusers' UniPCMultistepScheduler raises the corrector to p = 2 once two earlier
-    x0_hat exist. On the course's models and banded grid, p = 1 brought the median sprite
-    closer to the ODE (20 steps: 6.4 and 5.9 times closer than DDIM-20 on the unconditional
-    and context models, against 5.4 and 5.3 with p = 2), and it is the one a student writes.
+    diffusers raises the corrector to order 2 once it can; here order 1 sampled closer to the
+    ODE (docs/design.md), and it is the one a student writes.
     """
 
     name = "unipc"
@@ -316,20 +291,75 @@ class UniPCSampler(DPMSolverSampler):
         self.start = None
 
     def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):
-        _, x0_hat = self.x0_estimate(model_output, t, t_prev, x_t, prediction)
+        _, x0_hat = self.eps_and_x0(model_output, t, t_prev, x_t, prediction)
         if self.continues(t, x0_hat):
             s, _, x0_hat_s = self.previous
             x_t = self.exponential_step(self.start, (x0_hat_s + x0_hat) / 2, s, t)
         self.start = x_t
-        return self.advance(x_t, x0_hat, t, t_prev), x0_hat
+        return self.multistep_update(x_t, x0_hat, t, t_prev), x0_hat
 
 
-SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpmsolver": DPMSolverSampler, "unipc": UniPCSampler}
+class EulerSampler:
+    """Euler's method on a flow model's ODE dx/dt = v(x, t), from t = 1 to 0 on an even grid (Lab 7):
+        x_{t'} = x_t + (t' - t) v(x_t, t).
+    On the straight path this is also DDIM: both move x0_hat to the next noise level along a line."""
+
+    name = "euler"
+    deterministic = True
+
+    def __init__(self, path: StraightPath):
+        if not isinstance(path, StraightPath):
+            raise TypeError(f"{type(self).__name__} integrates a flow model's ODE: build it from a flow model's path, not {type(path).__name__}")
+        self.schedule = path
+
+    def timesteps(self, n_steps: int | None = None) -> list[tuple[float, float]]:
+        """n_steps pairs (t, t_prev) evenly spaced from 1 to 0."""
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"a flow sampler needs a number of steps >= 1, got {n_steps!r}")
+        times = torch.linspace(1, 0, n_steps + 1, dtype=torch.float64).tolist()
+        return list(zip(times[:-1], times[1:]))
+
+    def restart(self) -> None:
+        """Flow samplers remember nothing between steps."""
+
+    def advance(self, denoise, x_t, t, t_prev, noise=None, prediction: str = "velocity"):
+        return self.step(denoise(x_t, t), t, t_prev, x_t, noise, prediction=prediction)
+
+    def step(self, model_output, t: float, t_prev: float, x_t, noise=None, prediction: str = "velocity"):
+        """x_t -> (x_{t_prev}, x0_hat) with the velocity v = model_output at (x_t, t)."""
+        if not 0 <= t_prev < t <= 1:
+            raise ValueError(f"need 0 <= t_prev < t <= 1, got t={t}, t_prev={t_prev}")
+        times = torch.full((x_t.shape[0],), t, device=x_t.device)
+        _, x0_hat = self.schedule.eps_and_x0(model_output, prediction, x_t, times)
+        return x_t + (t_prev - t) * model_output, x0_hat
 
 
-def make_sampler(name: str, schedule: NoiseSchedule) -> Sampler:
+class HeunSampler(EulerSampler):
+    """Heun's method (the trapezoid rule with an Euler predictor; Karras et al. 2022, Algorithm 1):
+        x_e = x_t + h v(x_t, t),   x_{t'} = x_t + h (v(x_t, t) + v(x_e, t')) / 2,   h = t' - t,
+    second order, for two network calls a step."""
+
+    name = "heun"
+
+    def advance(self, denoise, x_t, t, t_prev, noise=None, prediction: str = "velocity"):
+        velocity = denoise(x_t, t)
+        x_euler, x0_hat = self.step(velocity, t, t_prev, x_t, prediction=prediction)
+        velocity_end = denoise(x_euler, t_prev)
+        return x_t + (t_prev - t) * (velocity + velocity_end) / 2, x0_hat
+
+
+SAMPLERS = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpmsolver": DPMSolverSampler, "unipc": UniPCSampler,
+            "euler": EulerSampler, "heun": HeunSampler}
+FLOW_SAMPLERS = ("euler", "heun")
+
+
+def make_sampler(name: str, schedule) -> Sampler | EulerSampler:
+    """The sampler `name` on `schedule` (a model's `.schedule`) with its defaults."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
+    if (name in FLOW_SAMPLERS) != isinstance(schedule, StraightPath):
+        usable = FLOW_SAMPLERS if isinstance(schedule, StraightPath) else tuple(n for n in SAMPLERS if n not in FLOW_SAMPLERS)
+        raise ValueError(f"sampler {name!r} does not fit this model's {getattr(schedule, 'kind', schedule)!r} schedule; use one of {usable}")
     return SAMPLERS[name](schedule)
 
 
@@ -338,52 +368,63 @@ class SampleRun:
     images: torch.Tensor  # (N, 3, 16, 16) final samples in [-1, 1] (not clipped)
     frames: list[torch.Tensor]  # x_t at the kept steps, each (N, 3, 16, 16), from noise to the end
     x0_frames: list[torch.Tensor]  # the network's x0_hat at those same steps
-    frame_timesteps: list[int]  # t of each kept frame
+    frame_timesteps: list  # t of each kept frame
+    network_calls: int = 0  # how many times the network ran on the batch (NFE)
 
 
 @torch.inference_mode()
 def generate(
     model,
-    schedule: NoiseSchedule,
+    sampler: str | Sampler | EulerSampler,
     noise: torch.Tensor,
-    sampler: str | Sampler = "ddpm",
     n_steps: int | None = None,
     contexts: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     n_frames: int = 0,
     progress: bool = True,
 ) -> SampleRun:
-    """Run a sampler from `noise` (B, 3, 16, 16) to sprites.
+    """Run a sampler from `noise` (B, 3, 16, 16) to sprites with `model`.
 
+    sampler: a Sampler built from model.schedule, or a name ("ddim") for one with its defaults.
     contexts: (B, 9) mixtures, zero rows for "no context", or None (all unconditional).
     generator: CPU generator for the fresh noise of stochastic samplers (drawn on
     the CPU, then moved, so a seed gives the same sprites on every device).
     n_frames: keep about this many evenly spaced x_t and x0_hat for animations.
     """
-    if not isinstance(schedule, NoiseSchedule):
-        raise TypeError(f"schedule must be a NoiseSchedule (the order is model, schedule, noise, sampler), got {type(schedule).__name__}")
+    schedule = getattr(model, "schedule", None)  # every course model has one; a wrapper written in a lab may not
     if isinstance(sampler, str):
+        if schedule is None:
+            raise ValueError(f"this model has no .schedule to build a {sampler!r} sampler from: pass a Sampler instead")
         sampler = make_sampler(sampler, schedule)
-    elif not isinstance(sampler, Sampler):
-        raise TypeError(f"sampler must be a name such as 'ddim' or a Sampler, got {type(sampler).__name__}")
+    elif not hasattr(sampler, "timesteps") or not hasattr(sampler, "advance"):
+        raise TypeError(f"sampler must be a name such as 'ddim' or a Sampler (the order is model, sampler, noise), got {type(sampler).__name__}")
+    if schedule is not None and (sampler.schedule.kind, sampler.schedule.T) != (schedule.kind, schedule.T):
+        raise ValueError(f"a {sampler.name} sampler on the {sampler.schedule.kind!r} schedule with T = {sampler.schedule.T} does not fit "
+                         f"a model trained on the {schedule.kind!r} schedule with T = {schedule.T}: build it from model.schedule")
     device = next(model.parameters()).device
-    if noise.ndim != 4:
-        raise ValueError(f"noise must be a batch of images (B, 3, 16, 16), got shape {tuple(noise.shape)}")
+    if not isinstance(noise, torch.Tensor) or noise.ndim != 4:
+        raise ValueError(f"noise must be a batch of images (B, 3, 16, 16), got {describe(noise)}")
     x = noise.to(device)
     if contexts is not None:
         contexts = check_contexts(contexts, x.shape[0]).to(device)
     grid = sampler.timesteps(n_steps)
     sampler.restart()
+    time_dtype = torch.float32 if sampler.schedule.T is None else torch.long  # flow time is continuous
+    calls = 0
+
+    def denoise(x_t, t):
+        nonlocal calls
+        calls += 1
+        return model(x_t, torch.full((x_t.shape[0],), t, dtype=time_dtype, device=device), contexts)
+
     keep = set(torch.linspace(0, len(grid) - 1, n_frames).round().long().tolist()) if n_frames else set()
     frames, x0_frames, frame_timesteps = [], [], []
     prediction = model.config.prediction
     for i, (t, t_prev) in enumerate(tqdm(grid, desc=f"{sampler.name} sampling", disable=not progress, leave=False)):
-        batch_t = torch.full((x.shape[0],), t, dtype=torch.long, device=device)
-        output = model(x, batch_t, contexts)
         fresh = None
         if not sampler.deterministic and t_prev > 0:
             fresh = torch.randn(x.shape, generator=generator).to(device)
-        x_prev, x0_hat = sampler.step(output, t, t_prev, x, fresh, prediction=prediction)
+        x_prev, x0_hat = sampler.advance(denoise, x, t, t_prev, fresh, prediction=prediction)
         if i in keep:
             frames.append(x.cpu())
             x0_frames.append(x0_hat.cpu())
@@ -393,4 +434,4 @@ def generate(
         frames.append(x.cpu())
         x0_frames.append(x.cpu())
         frame_timesteps.append(0)
-    return SampleRun(x.cpu(), frames, x0_frames, frame_timesteps)
+    return SampleRun(x.cpu(), frames, x0_frames, frame_timesteps, calls)

@@ -1,25 +1,10 @@
-"""The noise schedule: beta, alpha and alpha-bar for t = 0..T, built once.
+"""The noise schedule: beta, alpha and alpha-bar for t = 0..T, built once, and the
+conversions between the three things a network may predict (eps, x0, v).
 
 Index t is the paper's t (Ho et al. 2020): t = 0 is the clean image, t = T pure
 noise, so every tensor has T + 1 entries and code reads beside the paper.
-
-Why cosine by default: with T = 500, the linear schedule of Ho et al. (beta from
-1e-4 to 0.02) ends at alpha-bar_T = 0.0064, so x_T still holds 8% of the image
-while sampling starts from pure noise, and its signal-to-noise ratio collapses
-early, leaving the last hundred steps with almost nothing to do. The cosine
-schedule (Nichol & Dhariwal 2021, eq. 17) was designed so that alpha-bar falls
-almost linearly through the middle of the chain and changes little at either
-end: the log signal-to-noise ratio falls at a steady rate from about t = 50 to
-t = 450 and steeply only in the first and last few dozen steps, which suits
-sprites whose coarse shape is decided by a few pixels.
-
-Why beta is clipped at 0.2 (Nichol & Dhariwal clip at 0.999): the DDPM step
-(Ho et al. eq. 11) divides by sqrt(alpha_t) = sqrt(1 - beta_t), so a final beta
-of 0.999 multiplies any error in the predicted noise by 31.6 and the samples
-blow up unless x0 is clipped. At 0.2 the clip touches only the last 9 of 500
-steps, where x_t is pure noise anyway (alpha-bar_491 = 0.0008), no step
-amplifies errors by more than 0.5, and alpha-bar_T = 1e-4 still leaves only 1%
-of the image in x_T.
+The default is the cosine schedule (Nichol & Dhariwal 2021, eq. 17) with beta
+clipped at 0.2; docs/design.md says why both.
 """
 
 from __future__ import annotations
@@ -29,8 +14,10 @@ import math
 import torch
 from torch import nn
 
+from .checks import check_timesteps, describe
+
 SCHEDULE_KINDS = ("cosine", "linear")
-MAX_BETA = 0.2  # see the module docstring
+MAX_BETA = 0.2  # Nichol & Dhariwal clip at 0.999; the DDPM step divides by sqrt(1 - beta_t)
 
 
 def make_betas(T: int = 500, kind: str = "cosine") -> torch.Tensor:
@@ -89,15 +76,8 @@ class NoiseSchedule(nn.Module):
 
     def at(self, name: str, t: torch.Tensor, ndim: int = 4) -> torch.Tensor:
         """Gather quantity `name` at integer timesteps t (B,) as (B, 1, 1, 1), or (B,) + (1,) * (ndim - 1)."""
-        t = self.check_timesteps(t)
+        t = check_timesteps(t, self.T).to(self.betas.device).long()
         return getattr(self, name)[t].view(-1, *[1] * (ndim - 1))
-
-    def check_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32) or t.ndim != 1:
-            raise ValueError(f"timesteps must be a 1-D integer tensor of shape (B,), got {describe(t)}")
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) > self.T):
-            raise ValueError(f"timesteps must lie in 0..{self.T}, got values from {int(t.min())} to {int(t.max())}")
-        return t.to(self.betas.device).long()
 
     def check_batch(self, x: torch.Tensor, t: torch.Tensor) -> None:
         """One timestep per image in x; or one timestep for all images, or one image at many timesteps."""
@@ -121,12 +101,31 @@ class NoiseSchedule(nn.Module):
         self.check_batch(x_t, t)
         return (x_t - self.at("sqrt_alpha_bars", t, x_t.ndim) * x0) / self.at("sqrt_one_minus_alpha_bars", t, x_t.ndim)
 
+    # v = alpha_t eps - sigma_t x0 (Salimans & Ho 2022, with alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t)).
+    # Since alpha^2 + sigma^2 = 1 it inverts without dividing: x0 = alpha x_t - sigma v, eps = sigma x_t + alpha v,
+    # well defined at every t, which is why the distilled students predict v.
+
+    def eps_and_x0(self, model_output: torch.Tensor, prediction: str, x_t: torch.Tensor, t: torch.Tensor):
+        """(eps_hat, x0_hat) from what a network predicts ("eps", "x0" or "v") at integer timesteps t (B,)."""
+        if not isinstance(model_output, torch.Tensor) or model_output.shape != x_t.shape:
+            raise ValueError(f"the model's output must have the shape of x_t {tuple(x_t.shape)}, got {describe(model_output)}")
+        if prediction == "eps":
+            return model_output, self.predict_x0(x_t, t, model_output)
+        if prediction == "x0":
+            return self.predict_eps(x_t, t, model_output), model_output
+        if prediction == "v":
+            alpha, sigma = self.at("sqrt_alpha_bars", t, x_t.ndim), self.at("sqrt_one_minus_alpha_bars", t, x_t.ndim)
+            return sigma * x_t + alpha * model_output, alpha * x_t - sigma * model_output
+        raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
+
+    def training_target(self, prediction: str, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What a network predicting `prediction` should output for x_t = add_noise(x0, t, noise)."""
+        if prediction == "v":
+            return self.at("sqrt_alpha_bars", t, x0.ndim) * noise - self.at("sqrt_one_minus_alpha_bars", t, x0.ndim) * x0
+        if prediction not in ("eps", "x0"):
+            raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
+        return noise if prediction == "eps" else x0
+
     def extra_repr(self) -> str:
         return f"T={self.T}, kind={self.kind!r}"
 
-
-def describe(value) -> str:
-    """Short description of a value for error messages."""
-    if isinstance(value, torch.Tensor):
-        return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
-    return f"{type(value).__name__} {value!r}"

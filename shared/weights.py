@@ -1,9 +1,10 @@
-"""Saving and loading the shipped weights safely.
+"""Loading the shipped weights safely.
 
 Every file in weights/ is a safetensors file (no pickle, so loading runs no
 code) listed in weights/manifest.json with its sha256, its size, the config
-that rebuilds the network, and the command that re-trains it. Loading checks
-the file before trusting it and says in one sentence what is wrong.
+that rebuilds the network (noise schedule included), and the command that
+re-trains it. Loading checks the file before trusting it and says in one
+sentence what is wrong.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .data import REPO_ROOT, sha256_of
 from .device import pick_device
@@ -94,27 +95,3 @@ def load_model(name: str, device: torch.device | str = "cpu") -> torch.nn.Module
     except Exception as error:  # a checksum-valid file should never land here; say which file if it does
         raise WeightsError(f"{path} does not fit the {entry['kind']} config in the manifest: {error}") from None
     return model.to(device).eval()
-
-
-def save_model(model: torch.nn.Module, name: str, kind: str, info: dict) -> dict:
-    """Write weights/<name>.safetensors and its manifest entry (config, sha256, size and `info`)."""
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"kind must be one of {list(MODEL_KINDS)}, got {kind!r}")
-    if "train_command" not in info:
-        raise ValueError("info must record the train_command that re-creates these weights")
-    WEIGHTS_DIR.mkdir(exist_ok=True)
-    path = WEIGHTS_DIR / f"{name}.safetensors"
-    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, str(path), metadata={"name": name, "kind": kind, "config": json.dumps(model.config.to_dict())})
-    entry = {
-        "file": path.name,
-        "kind": kind,
-        "sha256": sha256_of(path),
-        "bytes": path.stat().st_size,
-        "config": model.config.to_dict(),
-        **info,
-    }
-    manifest = json.loads(MANIFEST_PATH.read_text()) if MANIFEST_PATH.exists() else {}
-    manifest[name] = entry
-    MANIFEST_PATH.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
-    return entry

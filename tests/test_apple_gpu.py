@@ -16,8 +16,8 @@ from shared.device import pick_device
 from shared.guidance import ClassifierFreeGuidance
 from shared.metrics import SpriteMetrics, nearest_training_distance
 from shared.plotting import animation_gif, grid_image
-from shared.sample import main
-from shared.samplers import DDIMSampler, generate, make_sampler, timestep_levels
+from tools.sample import main
+from shared.samplers import DDIMSampler, generate, make_sampler, timestep_grid
 from shared.schedule import NoiseSchedule
 from shared.weights import load_model
 
@@ -54,10 +54,10 @@ def test_the_emulation_enforces_what_mps_refuses():
 
 def test_timestep_grids_from_a_schedule_on_the_gpu():
     """The log-SNR grids are computed in float64: on the host, not on the GPU (a bug fixed here)."""
-    want = {spacing: timestep_levels(NoiseSchedule(), 10, spacing) for spacing in ("time", "logsnr", "banded")}
+    want = {spacing: timestep_grid(NoiseSchedule(), 10, spacing) for spacing in ("time", "logsnr", "banded")}
     with emulated_mps():
         schedule = NoiseSchedule().to("mps")
-        assert {spacing: timestep_levels(schedule, 10, spacing) for spacing in want} == want
+        assert {spacing: timestep_grid(schedule, 10, spacing) for spacing in want} == want
 
 
 @pytest.mark.parametrize("sampler, n_steps", [("ddpm", 12), ("ddim", 5), ("ddim eta", 5), ("dpmsolver", 5), ("unipc", 5)])
@@ -69,7 +69,7 @@ def test_every_sampler_gives_the_cpu_sprites(sampler, n_steps):
         schedule = NoiseSchedule().to(device)
         chosen = DDIMSampler(schedule, eta=0.5) if sampler == "ddim eta" else make_sampler(sampler, schedule)
         model = load_model("context", device)
-        return generate(model, schedule, noise, chosen, n_steps, contexts, torch.Generator().manual_seed(1), n_frames=3, progress=False)
+        return generate(model, chosen, noise, n_steps, contexts, torch.Generator().manual_seed(1), n_frames=3, progress=False)
 
     want = run("cpu")
     with emulated_mps():

@@ -26,7 +26,7 @@ def test_grid_tuning_keeps_a_valid_grid_and_never_raises_the_error_it_fits():
 
     from benchmarks.fast_sampling import exact_ode
     from benchmarks.tune_grid import STEPS, distances, rms, tune
-    from shared.samplers import DPMSolverSampler, check_levels, timestep_levels
+    from shared.samplers import DPMSolverSampler, check_levels, timestep_grid
     from shared.schedule import NoiseSchedule
     from shared.weights import load_model
 
@@ -35,7 +35,7 @@ def test_grid_tuning_keeps_a_valid_grid_and_never_raises_the_error_it_fits():
     exact, _, _ = exact_ode(model, schedule, noise, None)
     tuned = tune(model, schedule, noise, exact, sweeps=1)
     assert check_levels(tuned, 500) == tuned and len(tuned) == STEPS + 1
-    banded = timestep_levels(schedule, STEPS, "banded")
+    banded = timestep_grid(schedule, STEPS, "banded")
     before = rms(distances(model, schedule, noise, exact, DPMSolverSampler, banded))
     assert rms(distances(model, schedule, noise, exact, DPMSolverSampler, tuned)) <= before
 
@@ -48,7 +48,7 @@ def test_grid_tuning_names_a_bad_model_in_one_line():
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "tune_grid.py"
     result = subprocess.run([sys.executable, str(script), "--model", "progressive_4step"], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--model: 'progressive_4step' is not a denoiser trained by shared.train" in result.stderr
+    assert "--model: 'progressive_4step' is not a denoiser trained by tools.train" in result.stderr
 
 
 def test_multiply_adds_count_every_convolution_and_linear_layer():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import shared.weights as weights
-from shared import distill
+from tools import distill
 from shared.metrics import nearest_training_distance
-from shared.samplers import DDIMSampler, DPMSolverSampler, generate, split_prediction
+from shared.samplers import DDIMSampler, DPMSolverSampler, generate
 from shared.schedule import NoiseSchedule
 from shared.weights import available_weights, load_model, manifest_entry
 
@@ -27,7 +27,7 @@ def test_v_prediction_inverts_exactly(q64):
     t = torch.tensor([1, 100, 499, 500])
     x_t = q64.add_noise(x0, t, eps)
     v = q64.at("sqrt_alpha_bars", t) * eps - q64.at("sqrt_one_minus_alpha_bars", t) * x0
-    eps_hat, x0_hat = split_prediction(v, "v", q64, x_t, t)
+    eps_hat, x0_hat = q64.eps_and_x0(v, "v", x_t, t)
     assert torch.allclose(x0_hat, x0, atol=1e-10) and torch.allclose(eps_hat, eps, atol=1e-10)
 
 
@@ -81,7 +81,7 @@ def test_predict_v_retrains_a_copy_of_a_noise_predicting_teacher():
     teacher = load_model("unconditional")
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     images = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    plain, seconds = distill.predict_v(teacher, schedule, images, distill.Distillation("x", "progressive", convert_steps=0), torch.Generator())
+    plain, seconds = distill.v_predicting_copy(teacher, schedule, images, distill.Distillation("x", "progressive", convert_steps=0), torch.Generator())
     assert seconds == 0 and plain.config.prediction == "v"
     assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), plain.state_dict().values()))
 
@@ -92,7 +92,7 @@ def test_predict_v_retrains_a_copy_of_a_noise_predicting_teacher():
             return distill.denoising_loss(model, schedule, images, torch.zeros(64, 9), t, noise, torch.ones(64, dtype=torch.bool)).item()
 
     run = distill.Distillation("x", "progressive", convert_steps=40, batch_size=16, lr=1e-3, warmup_steps=5)
-    converted, _ = distill.predict_v(teacher, schedule, images, run, torch.Generator().manual_seed(5))
+    converted, _ = distill.v_predicting_copy(teacher, schedule, images, run, torch.Generator().manual_seed(5))
     assert converted.config.prediction == "v" and converted.training
     assert v_loss(converted) < 0.7 * v_loss(plain)
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items()), "the teacher must stay as it was"
@@ -129,19 +129,19 @@ def test_tiny_progressive_run_ships_a_student_per_round(private_weights):
     assert set(available_weights()) == {"unconditional", "progressive_4step", "progressive_2step"}
     four, two = manifest_entry("progressive_4step"), manifest_entry("progressive_2step")
     assert len(four["sampling"]["levels"]) == 5 and two["sampling"]["levels"] == four["sampling"]["levels"][::2]
-    assert four["train_command"] == "python -m shared.distill progressive --rounds 4,2 --steps 2 --batch-size 8 --base-steps 8"
+    assert four["train_command"] == "python -m tools.distill progressive --rounds 4,2 --steps 2 --batch-size 8 --base-steps 8"
     schedule = NoiseSchedule(500, "cosine")
     noise = torch.randn(2, 3, 16, 16)
-    run = generate(load_model("progressive_2step"), schedule, noise, distill.student_sampler(two, schedule), progress=False)
+    run = generate(load_model("progressive_2step"), distill.student_sampler(two, schedule), noise, progress=False)
     assert run.images.shape == (2, 3, 16, 16) and torch.isfinite(run.images).all()
 
 
 def test_tiny_progressive_run_gives_a_step_its_own_network(private_weights):
     from shared.model import StepwiseDenoiser
-    from shared.samplers import timestep_levels
+    from shared.samplers import timestep_grid
 
     schedule = NoiseSchedule(500, "cosine")
-    four_levels = timestep_levels(schedule, 8, "logsnr")[::2]
+    four_levels = timestep_grid(schedule, 8, "logsnr")[::2]
     own_level, shared_level = four_levels[1], four_levels[2]  # the 4-step student's 2nd and 3rd steps start here; the 2-step's 2nd too
     with pytest.raises(ValueError, match="steps start only at"):
         distill.main(["progressive", "--rounds", "4,2", "--steps", "2", "--batch-size", "8", "--base-steps", "8", "--own-levels", "123"])
@@ -159,7 +159,7 @@ def test_tiny_progressive_run_gives_a_step_its_own_network(private_weights):
     assert any(not torch.equal(shared[k], own[k]) for k in shared), "the own network trained on its step"
     copy = distill.make_student(student)  # the next round starts from the shared network
     assert all(torch.equal(shared[k], v) for k, v in copy.state_dict().items())
-    run = generate(student, schedule, torch.randn(2, 3, 16, 16), distill.student_sampler(four, schedule), progress=False)
+    run = generate(student, distill.student_sampler(four, schedule), torch.randn(2, 3, 16, 16), progress=False)
     assert torch.isfinite(run.images).all()
     # the copies' training time counts for their own file, but is not inherited by later students
     shared_time = four["cumulative_training_time_s"] - four["own_networks_training_time_s"]
@@ -221,9 +221,9 @@ def same_noise_runs():
     """64 noises through the teacher (DPM-Solver++ at 20 steps) and through every student."""
     schedule = NoiseSchedule(500, "cosine")
     noise = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(5))
-    runs = {"teacher": generate(load_model("unconditional"), schedule, noise, DPMSolverSampler(schedule), 20, progress=False).images}
+    runs = {"teacher": generate(load_model("unconditional"), DPMSolverSampler(schedule), noise, 20, progress=False).images}
     for name in STUDENTS:
-        runs[name] = generate(load_model(name), schedule, noise, distill.student_sampler(manifest_entry(name), schedule), progress=False).images
+        runs[name] = generate(load_model(name), distill.student_sampler(manifest_entry(name), schedule), noise, progress=False).images
     return runs
 
 

@@ -461,12 +461,12 @@ def cfg_eps(model, x, t, contexts, w):
     "06_distillation": [
         ("teacher_sprites", "chunks from torch.split", '''
 def teacher_sprites(teacher, schedule, noise, n_steps, batch_size=512):
-    return torch.cat([generate(teacher, schedule, chunk, DPMSolverSampler(schedule), n_steps, progress=False).images
+    return torch.cat([generate(teacher, DPMSolverSampler(schedule), chunk, n_steps, progress=False).images
                       for chunk in noise.split(batch_size)])
 ''', CORRECT),
         ("teacher_sprites", "only the first chunk", '''
 def teacher_sprites(teacher, schedule, noise, n_steps, batch_size=512):
-    return generate(teacher, schedule, noise[:batch_size], DPMSolverSampler(schedule), n_steps, progress=False).images
+    return generate(teacher, DPMSolverSampler(schedule), noise[:batch_size], n_steps, progress=False).images
 ''', WRONG),
         ("one_step_sample", "alpha and sigma from alpha-bar", '''
 def one_step_sample(student, schedule, noise):

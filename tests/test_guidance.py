@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shared.guidance import ClassifierFreeGuidance, ClassifierGuidance, log_probability_gradient
+from shared.guidance import ClassifierFreeGuidance, ClassifierGuidance, log_prob_gradient
 from shared.model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier
 from shared.samplers import generate
 from shared.schedule import NoiseSchedule
@@ -47,7 +47,7 @@ def test_classifier_gradient_matches_finite_differences():
     classifier = SpriteClassifier(ClassifierConfig(noise_aware=True, width=16, feature_dim=16)).double().eval()
     x, t, y = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.tensor([50, 300]), torch.tensor([2, 7])
     with torch.inference_mode():  # as inside generate()
-        gradient = log_probability_gradient(classifier, x, t, y)
+        gradient = log_prob_gradient(classifier, x, t, y)
     direction = torch.randn_like(x)
     h = 1e-5
 
@@ -65,20 +65,20 @@ def test_classifier_guidance_pushes_towards_the_label_inside_a_sampler(tiny):
     schedule = NoiseSchedule(500)
     labels = torch.tensor([1, 8])
     noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    plain = generate(tiny, schedule, noise, "ddim", 5, progress=False).images
-    unguided = generate(ClassifierGuidance(tiny, classifier, schedule, labels, 0.0), schedule, noise, "ddim", 5, progress=False).images
+    plain = generate(tiny, "ddim", noise, 5, progress=False).images
+    unguided = generate(ClassifierGuidance(tiny, classifier, labels, 0.0), "ddim", noise, 5, progress=False).images
     assert torch.allclose(plain, unguided)
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([300, 300])
     with torch.no_grad():
         eps = tiny(x, t)
-        guided = ClassifierGuidance(tiny, classifier, schedule, labels, 3.0)(x, t)
-    gradient = log_probability_gradient(classifier, x, t, labels)
+        guided = ClassifierGuidance(tiny, classifier, labels, 3.0)(x, t)
+    gradient = log_prob_gradient(classifier, x, t, labels)
     assert torch.allclose(guided, eps - 3.0 * schedule.sqrt_one_minus_alpha_bars[300] * gradient, atol=1e-5)
     with pytest.raises(ValueError, match="noise-aware"):
-        ClassifierGuidance(tiny, SpriteClassifier(), schedule, labels, 1.0)
+        ClassifierGuidance(tiny, SpriteClassifier(), labels, 1.0)
     with pytest.raises(ValueError, match=r"group indices in 0..8, got values from 1 to 9"):
-        ClassifierGuidance(tiny, classifier, schedule, torch.tensor([1, 9]), 1.0)
+        ClassifierGuidance(tiny, classifier, torch.tensor([1, 9]), 1.0)
     with pytest.raises(ValueError, match="1-D integer tensor of group indices"):
-        ClassifierGuidance(tiny, classifier, schedule, [1, 8], 1.0)
+        ClassifierGuidance(tiny, classifier, [1, 8], 1.0)
     with pytest.raises(ValueError, match="must be a number >= 0"):
-        ClassifierGuidance(tiny, classifier, schedule, labels, -0.5)
+        ClassifierGuidance(tiny, classifier, labels, -0.5)

@@ -56,9 +56,9 @@ def tiny():
 def test_generate_is_repeatable_and_keeps_frames(tiny):
     model, schedule = tiny
     noise = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    a = generate(model, schedule, noise, n_steps=10, generator=torch.Generator().manual_seed(1), n_frames=4, progress=False)
-    b = generate(model, schedule, noise, n_steps=10, generator=torch.Generator().manual_seed(1), progress=False)
-    c = generate(model, schedule, noise, n_steps=10, generator=torch.Generator().manual_seed(2), progress=False)
+    a = generate(model, "ddpm", noise, n_steps=10, generator=torch.Generator().manual_seed(1), n_frames=4, progress=False)
+    b = generate(model, "ddpm", noise, n_steps=10, generator=torch.Generator().manual_seed(1), progress=False)
+    c = generate(model, "ddpm", noise, n_steps=10, generator=torch.Generator().manual_seed(2), progress=False)
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
     assert len(a.frames) == len(a.x0_frames) == len(a.frame_timesteps) == 5
     assert a.frame_timesteps[0] == 500 and a.frame_timesteps[-1] == 0
@@ -68,18 +68,22 @@ def test_generate_is_repeatable_and_keeps_frames(tiny):
 def test_generate_rejects_bad_contexts(tiny):
     model, schedule = tiny
     with pytest.raises(ValueError, match="sum to 1"):
-        generate(model, schedule, torch.randn(2, 3, 16, 16), n_steps=2, contexts=torch.ones(2, 9), progress=False)
+        generate(model, "ddpm", torch.randn(2, 3, 16, 16), n_steps=2, contexts=torch.ones(2, 9), progress=False)
 
 
 def test_generate_names_its_arguments_when_they_come_in_the_wrong_order(tiny):
     model, schedule = tiny
     noise = torch.randn(2, 3, 16, 16)
-    with pytest.raises(TypeError, match="schedule must be a NoiseSchedule .*got DDIMSampler"):
-        generate(model, DDIMSampler(schedule), noise, progress=False)
-    with pytest.raises(TypeError, match="sampler must be a name such as 'ddim' or a Sampler, got int"):
-        generate(model, schedule, noise, 10, progress=False)
-    with pytest.raises(ValueError, match="t must lie in 0..500, got values from 1000"):
-        generate(model, NoiseSchedule(1000), noise, "ddim", 5, progress=False)  # a schedule the model was not trained with
+    with pytest.raises(TypeError, match="sampler must be a name such as 'ddim' or a Sampler .*got NoiseSchedule"):
+        generate(model, schedule, noise, progress=False)
+    with pytest.raises(TypeError, match="sampler must be a name such as 'ddim' or a Sampler .*got int"):
+        generate(model, 10, noise, progress=False)
+    with pytest.raises(ValueError, match="noise must be a batch of images"):
+        generate(model, "ddim", DDIMSampler(schedule), progress=False)
+    with pytest.raises(ValueError, match="does not fit a model trained on the 'cosine' schedule with T = 500"):
+        generate(model, DDIMSampler(NoiseSchedule(1000)), noise, 5, progress=False)  # a schedule the model was not trained with
+    with pytest.raises(ValueError, match="does not fit this model's 'cosine' schedule"):
+        generate(model, "heun", noise, 5, progress=False)
 
 
 def test_ddpm_step_needs_noise_except_at_the_end(tiny):

@@ -1,4 +1,4 @@
-"""`python -m shared.sample`: output files, determinism, and clear errors for bad options."""
+"""`python -m tools.sample`: output files, determinism, and clear errors for bad options."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from shared.data import REPO_ROOT
-from shared.sample import main
+from tools.sample import main
 
 
 def run(tmp_path, *options, name="out"):
@@ -69,7 +69,7 @@ def test_bad_options_exit_with_a_message(tmp_path, capsys, options, message):
 def test_runs_as_a_module_from_the_repository_root(tmp_path):
     out = tmp_path / "cli.npz"
     result = subprocess.run(
-        [sys.executable, "-m", "shared.sample", "--n", "2", "--steps", "5", "--out", str(out), "--quiet"],
+        [sys.executable, "-m", "tools.sample", "--n", "2", "--steps", "5", "--out", str(out), "--quiet"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr

@@ -175,35 +175,35 @@ def test_unipc_is_exact_when_x0_hat_never_changes(schedule):
 
 @pytest.mark.parametrize("spacing", ["logsnr", "banded"])
 def test_log_snr_grids_are_strictly_decreasing_for_every_step_count(schedule, spacing):
-    from shared.samplers import timestep_levels
+    from shared.samplers import timestep_grid
 
     for n_steps in (1, 2, 3, 5, 10, 25, 100, 499, 500):
-        levels = timestep_levels(schedule, n_steps, spacing)
+        levels = timestep_grid(schedule, n_steps, spacing)
         assert len(levels) == n_steps + 1 and levels[0] == T and levels[-1] == 0
         assert all(a > b for a, b in zip(levels, levels[1:]))
     small = NoiseSchedule(64, "linear")  # Lab 6's exercise schedule: the grids work for any T
     for n_steps in (2, 8, 63, 64):
-        levels = timestep_levels(small, n_steps, spacing)
+        levels = timestep_grid(small, n_steps, spacing)
         assert len(levels) == n_steps + 1 and levels[0] == 64 and levels[-1] == 0
         assert all(a > b for a, b in zip(levels, levels[1:]))
     with pytest.raises(ValueError, match="spacing"):
         DDIMSampler(schedule, spacing="random")
     with pytest.raises(ValueError, match="spacing"):
-        timestep_levels(schedule, 1, "random")
+        timestep_grid(schedule, 1, "random")
 
 
 def test_plain_log_snr_grid_is_unchanged_for_the_shipped_students(schedule):
     """The distilled students were trained from teachers on this grid; their re-training commands rely on it."""
-    from shared.samplers import timestep_levels
+    from shared.samplers import timestep_grid
 
-    assert timestep_levels(schedule, 10, "logsnr") == [500, 490, 475, 437, 349, 207, 90, 34, 11, 3, 0]
-    assert timestep_levels(schedule, 32, "logsnr")[::4] == [500, 479, 445, 357, 207, 84, 29, 9, 0]
+    assert timestep_grid(schedule, 10, "logsnr") == [500, 490, 475, 437, 349, 207, 90, 34, 11, 3, 0]
+    assert timestep_grid(schedule, 32, "logsnr")[::4] == [500, 479, 445, 357, 207, 84, 29, 9, 0]
 
 
 def test_banded_grid_is_the_default_and_denser_in_the_band(schedule):
-    from shared.samplers import BAND, BAND_DENSITY, half_log_snr, timestep_levels
+    from shared.samplers import BAND, BAND_DENSITY, half_log_snr, timestep_grid
 
-    levels = timestep_levels(schedule, 40, "banded")
+    levels = timestep_grid(schedule, 40, "banded")
     assert DDIMSampler(schedule).timesteps(40) == DPMSolverSampler(schedule).timesteps(40) == list(zip(levels[:-1], levels[1:]))
     lambdas = half_log_snr(schedule, torch.tensor(levels[:-1])).double()
     steps = lambdas[1:] - lambdas[:-1]

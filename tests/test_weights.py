@@ -22,7 +22,7 @@ def test_entry_records_config_checksum_and_retraining(name):
     entry = manifest_entry(name)
     for key in ("file", "sha256", "bytes", "config", "train_command", "training_time_s", "final_loss"):
         assert key in entry, f"{name} lacks {key}"
-    assert entry["train_command"].startswith("python -m shared.train ")
+    assert entry["train_command"].startswith("python -m tools.train ")
     assert entry["file"].endswith(".safetensors")
 
 
@@ -55,7 +55,7 @@ def weights_copy(tmp_path, monkeypatch):
 
 def test_missing_file(weights_copy):
     (weights_copy / "context.safetensors").unlink()
-    with pytest.raises(WeightsError, match="is missing.*re-train it with: python -m shared.train"):
+    with pytest.raises(WeightsError, match="is missing.*re-train it with: python -m tools.train"):
         load_model("context")
 
 

@@ -1,7 +1,7 @@
 """Distillation: students that sample in 1 to 8 steps (Lab 6).
 
-  python -m shared.distill knowledge   --convert-steps 1000                 # Luhman & Luhman 2021
-  python -m shared.distill progressive --rounds 8,4,2,1 --convert-steps 1000   # Salimans & Ho 2022
+  python -m tools.distill knowledge   --convert-steps 1000                 # Luhman & Luhman 2021
+  python -m tools.distill progressive --rounds 8,4,2,1 --convert-steps 1000   # Salimans & Ho 2022
 (weights/manifest.json records the exact command of every shipped student)
 
 Knowledge distillation runs the deterministic teacher (DPM-Solver++ from Lab 4)
@@ -50,46 +50,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import load_sprites
-from .device import pick_device
-from .model import Denoiser, DenoiserConfig, StepwiseDenoiser, StepwiseDenoiserConfig
-from .samplers import DDIMSampler, DPMSolverSampler, generate, split_prediction, timestep_levels
-from .schedule import NoiseSchedule
+from shared.data import load_sprites
+from shared.device import pick_device
+from shared.distillation import ddim_x0_target, make_student, run_teacher, sigma_alpha, student_sampler
+from shared.model import Denoiser, StepwiseDenoiser, StepwiseDenoiserConfig
+from shared.samplers import DDIMSampler, DPMSolverSampler, generate, timestep_grid
+from shared.schedule import NoiseSchedule
+from shared.weights import load_model, manifest_entry
+
+from . import save_model
 from .train import denoising_loss, draw_denoising_batch, learning_rate, settings_problem, update_weights
-from .weights import load_model, manifest_entry, save_model
-
-
-def student_sampler(entry: dict, schedule: NoiseSchedule) -> DDIMSampler:
-    """The sampler a distilled student was trained for: deterministic DDIM on its own grid, no clipping."""
-    sampling = entry.get("sampling")
-    if sampling is None:
-        raise ValueError("these weights are not a distilled student (no 'sampling' in their manifest entry)")
-    return DDIMSampler(schedule, clip_x0=sampling["clip_x0"], levels=sampling["levels"])
-
-
-def make_student(teacher: Denoiser | StepwiseDenoiser) -> Denoiser:
-    """A copy of the teacher (of its shared network, if it has copies of its own for some steps) that predicts v."""
-    source = teacher.shared if isinstance(teacher, StepwiseDenoiser) else teacher
-    config = DenoiserConfig(**{**source.config.to_dict(), "prediction": "v"})
-    student = Denoiser(config).to(next(source.parameters()).device)
-    student.load_state_dict(source.state_dict())
-    return student.train()
-
-
-def sigma_alpha(schedule: NoiseSchedule, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return schedule.sqrt_one_minus_alpha_bars[t], schedule.sqrt_alpha_bars[t]
-
-
-def ddim_x0_target(schedule: NoiseSchedule, x_t: torch.Tensor, t: int, x_target: torch.Tensor, t_target: int) -> torch.Tensor:
-    """The x0 that makes one deterministic DDIM step from (x_t, t) land exactly on x_target at t_target.
-
-    One DDIM step is x_t' = alpha' x0 + sigma' (x_t - alpha x0) / sigma; solved for x0 (Salimans & Ho, Algorithm 2).
-    """
-    if t_target == 0:
-        return x_target
-    (sigma, alpha), (sigma_next, alpha_next) = sigma_alpha(schedule, t), sigma_alpha(schedule, t_target)
-    ratio = sigma_next / sigma
-    return (x_target - ratio * x_t) / (alpha_next - ratio * alpha)
 
 
 def landing_factor(schedule: NoiseSchedule, t: int, t_target: int) -> float:
@@ -105,19 +75,9 @@ def landing_factor(schedule: NoiseSchedule, t: int, t_target: int) -> float:
     return float(alpha_next - sigma_next * alpha / sigma)
 
 
-@torch.no_grad()
-def run_teacher(teacher, sampler, levels: list[int], x: torch.Tensor) -> torch.Tensor:
-    """The teacher's deterministic path from x at levels[0] through each of `levels` in turn."""
-    sampler.restart()  # a multistep solver starts each segment afresh
-    for t, t_next in zip(levels[:-1], levels[1:]):
-        output = teacher(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
-        x, _ = sampler.step(output, t, t_next, x, prediction=teacher.config.prediction)
-    return x
-
-
 def predicted_x0(model, schedule, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x0_hat of a student at per-row timesteps t (B,)."""
-    return split_prediction(model(x_t, t), model.config.prediction, schedule, x_t, t)[1]
+    return schedule.eps_and_x0(model(x_t, t), model.config.prediction, x_t, t)[1]
 
 
 @dataclass
@@ -157,7 +117,7 @@ def fit(student, run: Distillation, loss_of_batch, desc: str, steps: int | None 
     return ema, round(final, 6), round(time.perf_counter() - start, 1)
 
 
-def predict_v(teacher: Denoiser, schedule: NoiseSchedule, images: torch.Tensor, run: Distillation, generator) -> tuple[Denoiser, float]:
+def v_predicting_copy(teacher: Denoiser, schedule: NoiseSchedule, images: torch.Tensor, run: Distillation, generator) -> tuple[Denoiser, float]:
     """A copy of a noise-predicting teacher, trained run.convert_steps steps on the sprites to predict v instead."""
     student = make_student(teacher)
     if run.convert_steps == 0 or teacher.config.prediction == "v":
@@ -178,19 +138,19 @@ def predict_v(teacher: Denoiser, schedule: NoiseSchedule, images: torch.Tensor, 
 def distill_knowledge(run: Distillation, command: str) -> None:
     device = pick_device()
     teacher = load_model(run.teacher, device).requires_grad_(False)
-    schedule = NoiseSchedule(teacher.config.T, manifest_entry(run.teacher).get("schedule", "cosine")).to(device)
+    schedule = teacher.schedule
     generator = torch.Generator().manual_seed(run.seed)
     noise = torch.randn(run.pairs, 3, 16, 16, generator=generator)
     start = time.perf_counter()
     samples = torch.cat([
         # the plain log-SNR grid that the shipped knowledge_1step was trained with, so its command re-makes it
-        generate(teacher, schedule, noise[i : i + 512], DPMSolverSampler(schedule, spacing="logsnr"), run.pair_steps, progress=False).images
+        generate(teacher, DPMSolverSampler(schedule, spacing="logsnr"), noise[i : i + 512], run.pair_steps, progress=False).images
         for i in tqdm(range(0, run.pairs, 512), desc="teacher pairs")
     ])
     pair_seconds = time.perf_counter() - start
     noise, samples = noise.to(device), samples.to(device)
     images = load_sprites("train").images.to(device) if run.convert_steps else None
-    student, convert_seconds = predict_v(teacher, schedule, images, run, generator)
+    student, convert_seconds = v_predicting_copy(teacher, schedule, images, run, generator)
     T = schedule.T
 
     def loss_of_batch(step):
@@ -202,7 +162,6 @@ def distill_knowledge(run: Distillation, command: str) -> None:
     save_model(ema, run.name, "denoiser", {
         "train_command": command,
         "training": asdict(run),
-        "schedule": schedule.kind,
         "sampling": {"sampler": "ddim", "levels": [T, 0], "clip_x0": False},
         "training_time_s": round(seconds + pair_seconds + convert_seconds, 1),
         "final_loss": final,
@@ -301,13 +260,13 @@ def round_teacher(name: str, schedule: NoiseSchedule, base_steps: int, device="c
         teacher = teacher.shared
     if "sampling" in entry:  # continue from a shipped student
         return teacher, student_sampler(entry, schedule), entry["sampling"]["levels"]
-    return teacher, DPMSolverSampler(schedule), timestep_levels(schedule, base_steps, "logsnr")
+    return teacher, DPMSolverSampler(schedule), timestep_grid(schedule, base_steps, "logsnr")
 
 
 def distill_progressive(run: Distillation, rounds: list[int], command: str) -> None:
     device = pick_device()
     entry = manifest_entry(run.teacher)
-    schedule = NoiseSchedule(entry["config"]["T"], entry.get("schedule", "cosine")).to(device)
+    schedule = NoiseSchedule(entry["config"]["T"], entry["config"]["schedule"]).to(device)
     teacher, teacher_sampler, teacher_levels = round_teacher(run.teacher, schedule, run.base_steps, device)
     own_levels = parse_levels(run.own_levels)
     step_starts = {segment[0] for n in rounds for segment in student_segments(teacher_levels, n)}
@@ -315,7 +274,7 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
         raise ValueError(f"--own-levels {run.own_levels}: the students' steps start only at {sorted(step_starts, reverse=True)}")
     generator = torch.Generator().manual_seed(run.seed)
     images = load_sprites("train").images.to(device)
-    student, convert_seconds = predict_v(teacher, schedule, images, run, generator)
+    student, convert_seconds = v_predicting_copy(teacher, schedule, images, run, generator)
     # From the base model, across commands; a stepwise teacher passes on only its shared network, not its copies.
     total = entry.get("cumulative_training_time_s", 0.0) - entry.get("own_networks_training_time_s", 0.0)
     for n_student in rounds:
@@ -332,7 +291,6 @@ def distill_progressive(run: Distillation, rounds: list[int], command: str) -> N
         save_model(shipped, name, "stepwise_denoiser" if own else "denoiser", {
             "train_command": command,
             "training": {**asdict(run), "rounds": rounds},
-            "schedule": schedule.kind,
             "sampling": {"sampler": "ddim", "levels": levels, "clip_x0": False},
             "distilled_from": f"{run.teacher} ({len(teacher_levels) - 1} steps)" if n_student == rounds[0] else f"{run.name}_{len(teacher_levels) - 1}step",
             "training_time_s": round(seconds, 1),
@@ -361,7 +319,7 @@ def parse_levels(text: str) -> set[int]:
 
 def parse_arguments(argv: list[str]) -> tuple[Distillation, list[int]]:
     """The run's settings and the progressive rounds from command-line words; every setting has a flag."""
-    parser = argparse.ArgumentParser(prog="python -m shared.distill", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.distill", description=__doc__.splitlines()[0])
     parser.add_argument("method", choices=["knowledge", "progressive"])
     parser.add_argument("--rounds", default="8,4,2,1", help="progressive: student step counts, each half the last (default 8,4,2,1)")
     for key, value in asdict(Distillation(name="", method="")).items():
@@ -387,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     run, rounds = parse_arguments(argv)
     torch.set_num_threads(run.threads)
     torch.manual_seed(run.seed)
-    command = "python -m shared.distill " + shlex.join(argv)
+    command = "python -m tools.distill " + shlex.join(argv)
     if run.method == "knowledge":
         distill_knowledge(run, command)
     else:

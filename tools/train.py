@@ -1,4 +1,4 @@
-"""Re-train the shipped weights: `python -m shared.train {denoiser,classifier} --name NAME [options]`.
+"""Re-train the shipped weights: `python -m tools.train {denoiser,classifier} --name NAME [options]`.
 
 The exact command that produced each file in weights/ is recorded in
 weights/manifest.json beside the training time and final loss; running it again
@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import GROUPS, load_sprites
-from .device import pick_device
-from .model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier
-from .schedule import SCHEDULE_KINDS, NoiseSchedule
-from .weights import save_model
+from shared.data import GROUPS, load_sprites
+from shared.device import pick_device
+from shared.model import ClassifierConfig, Denoiser, DenoiserConfig, SpriteClassifier, update_ema
+from shared.schedule import SCHEDULE_KINDS, NoiseSchedule
+
+from . import save_model
 
 
 @dataclass
@@ -37,7 +38,7 @@ class DenoiserTraining:
     warmup_steps: int = 200
     ema_decay: float = 0.999  # sampling uses the exponential moving average of the weights
     p_uncond: float = 1.0  # share of the batch trained with "no context"; 1.0 = unconditional
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # or "flow": a flow-matching model on the straight path (Lab 7)
     seed: int = 0
     snapshots: list[int] = field(default_factory=list)  # steps at which to also ship the EMA weights
     threads: int = 2
@@ -65,37 +66,28 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def denoising_loss(model, schedule, x0, contexts, t, noise, drop_context):
-    """Ho et al. 2020 Algorithm 1 with context dropout: MSE between the true and predicted noise.
+    """Ho et al. 2020 Algorithm 1 with context dropout: MSE between the model's output and its target.
 
-    x0 (B,3,16,16), contexts (B,9), t (B,) ints in 1..T, noise like x0,
+    x0 (B,3,16,16), contexts (B,9), t (B,) ints in 1..T (floats in [0, 1] on a flow's path), noise like x0,
     drop_context (B,) bool: rows whose context becomes "no context" (zeros).
     """
     x_t = schedule.add_noise(x0, t, noise)
     contexts = contexts * (~drop_context).float()[:, None]
-    prediction = model(x_t, t, contexts)
-    if model.config.prediction == "v":  # v = alpha_t eps - sigma_t x0 (Salimans & Ho 2022)
-        target = schedule.at("sqrt_alpha_bars", t) * noise - schedule.at("sqrt_one_minus_alpha_bars", t) * x0
-    else:
-        target = {"eps": noise, "x0": x0}[model.config.prediction]
-    return F.mse_loss(prediction, target)
+    target = schedule.training_target(model.config.prediction, x0, noise, t)
+    return F.mse_loss(model(x_t, t, contexts), target)
 
 
-def draw_denoising_batch(images: torch.Tensor, batch_size: int, T: int, generator: torch.Generator):
-    """One training batch's random draws, in this order: which sprites (indices), their timesteps in 1..T, their noise."""
+def draw_denoising_batch(images: torch.Tensor, batch_size: int, T: int | None, generator: torch.Generator):
+    """One training batch's random draws, in this order: which sprites (indices), their timesteps in 1..T
+    (T None: flow times, uniform in [0, 1]), their noise."""
     device = images.device
     index = torch.randint(len(images), (batch_size,), generator=generator).to(device)
-    t = torch.randint(1, T + 1, (batch_size,), generator=generator).to(device)
+    if T is None:
+        t = torch.rand(batch_size, generator=generator).to(device)
+    else:
+        t = torch.randint(1, T + 1, (batch_size,), generator=generator).to(device)
     noise = torch.randn(batch_size, *images.shape[1:], generator=generator).to(device)
     return index, t, noise
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for weights; buffers (BatchNorm statistics) are copied."""
-    for ema_param, param in zip(ema.parameters(), model.parameters()):
-        ema_param.lerp_(param, 1 - decay)
-    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
-        ema_buffer.copy_(buffer)
 
 
 def update_weights(model, ema, optimizer, loss: torch.Tensor, lr: float, step: int, ema_decay: float) -> None:
@@ -120,9 +112,10 @@ def train_denoiser(run: DenoiserTraining, command: str) -> None:
     torch.manual_seed(run.seed)
     sprites = load_sprites("train")
     images, contexts = sprites.images.to(device), sprites.contexts.to(device)
-    model = Denoiser(DenoiserConfig(**run.model)).to(device)
+    flow = run.schedule == "flow"
+    model = Denoiser(DenoiserConfig(**{"schedule": run.schedule, **({"prediction": "velocity"} if flow else {}), **run.model})).to(device)
     ema = copy.deepcopy(model).eval()
-    schedule = NoiseSchedule(model.config.T, run.schedule).to(device)
+    schedule = model.schedule
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=0.0)
     losses, start = [], time.perf_counter()
 
@@ -130,7 +123,6 @@ def train_denoiser(run: DenoiserTraining, command: str) -> None:
         save_model(ema, name, "denoiser", {
             "train_command": command,
             "training": asdict(run),
-            "schedule": run.schedule,
             "steps_trained": step,
             "training_time_s": round(time.perf_counter() - start, 1),
             "final_loss": round(sum(losses[-200:]) / max(1, len(losses[-200:])), 5) if losses else None,
@@ -235,14 +227,17 @@ def settings_problem(settings: dict) -> str | None:
         return f"--ema-decay must be in [0, 1), got {settings['ema_decay']}"
     if not 0 <= settings.get("p_uncond", 0) <= 1:
         return f"--p-uncond is the share of the batch trained without context, so in [0, 1]; got {settings['p_uncond']}"
-    if settings.get("schedule", "cosine") not in SCHEDULE_KINDS:
-        return f"--schedule must be one of {SCHEDULE_KINDS}, got {settings['schedule']!r}"
+    kinds = SCHEDULE_KINDS + ("flow",)
+    if settings.get("schedule", "cosine") not in kinds:
+        return f"--schedule must be one of {kinds}, got {settings['schedule']!r}"
+    if settings.get("schedule") == "flow" and settings.get("prediction", "eps") != "eps":
+        return "a flow model (--schedule flow) always predicts the velocity: leave out --prediction"
     return None
 
 
 def parse_arguments(argv: list[str]) -> tuple[str, dict]:
     """("denoiser" or "classifier", the settings) from command-line words; every setting has a flag."""
-    parser = argparse.ArgumentParser(prog="python -m shared.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     for what, defaults in (("denoiser", DenoiserTraining()), ("classifier", ClassifierTraining())):
         p = sub.add_parser(what)
@@ -267,10 +262,11 @@ def parse_arguments(argv: list[str]) -> tuple[str, dict]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     what, settings = parse_arguments(argv)
-    command = "python -m shared.train " + shlex.join(argv)
+    command = "python -m tools.train " + shlex.join(argv)
     if what == "denoiser":
         prediction = settings.pop("prediction")
-        train_denoiser(DenoiserTraining(**settings, model={"prediction": prediction}), command)
+        model = {} if settings["schedule"] == "flow" else {"prediction": prediction}
+        train_denoiser(DenoiserTraining(**settings, model=model), command)
     else:
         train_classifier(ClassifierTraining(**settings), command)
 

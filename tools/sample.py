@@ -1,4 +1,4 @@
-"""Generate sprites from shipped weights: `python -m shared.sample --weights context --label food`.
+"""Generate sprites from shipped weights: `python -m tools.sample --weights context --label food`.
 
 Writes an .npz with `images` (N, 16, 16, 3) uint8 and `labels` (N,) int64 (the
 asked-for group, or -1 for unconditional samples), and a PNG grid. The same
@@ -15,28 +15,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import GROUPS, context_vector, group_index, to_uint8
-from .device import pick_device
-from .distill import student_sampler
-from .guidance import ClassifierFreeGuidance, ClassifierGuidance
-from .plotting import save_grid
-from .samplers import SAMPLERS, DDIMSampler, generate
-from .schedule import NoiseSchedule
-from .weights import DENOISER_KINDS, WeightsError, available_weights, load_model, manifest_entry
+from shared.data import GROUPS, context_vector, group_index, to_uint8
+from shared.device import pick_device
+from shared.distillation import student_sampler
+from shared.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from shared.plotting import save_grid
+from shared.samplers import FLOW_SAMPLERS, SAMPLERS, DDIMSampler, generate, make_sampler
+from shared.weights import DENOISER_KINDS, WeightsError, available_weights, load_model, manifest_entry
 
 # Few steps suffice for the deterministic samplers (see Lab 4); DDPM needs them all.
-DEFAULT_STEPS = {"ddpm": None, "ddim": 25, "dpmsolver": 10, "unipc": 10}
+DEFAULT_STEPS = {"ddpm": None, "ddim": 25, "dpmsolver": 10, "unipc": 10, "euler": 20, "heun": 5}
+# Sprites per network call: large enough to keep the CPU busy, small enough that memory
+# stays flat however large --n is (benchmarks/sample_speed.py measured the choice).
+CHUNK = 256
+GRID_MAX = 256  # the PNG shows at most this many sprites
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shared.sample", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.sample", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="unconditional", help="name in weights/manifest.json (default: unconditional)")
     parser.add_argument("--n", type=int, default=64, help="number of sprites (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--sampler", default=None, choices=sorted(SAMPLERS),
-                        help="sampler (default: ddpm; a distilled student always uses its own DDIM grid)")
+                        help="sampler (default: ddpm, or heun for a flow model; a distilled student always uses its own DDIM grid)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="number of denoising steps (default: all T for ddpm, 25 for ddim, 10 for dpmsolver and unipc, a student's own count)")
+                        help="number of denoising steps (default: all T for ddpm, 25 for ddim, 10 for dpmsolver and unipc, "
+                             "20 for euler, 5 for heun, a student's own count)")
     parser.add_argument("--eta", type=float, default=None,
                         help="DDIM's noise scale in [0, 1] (with --sampler ddim; default 0, deterministic; 1 is DDPM-like)")
     parser.add_argument("--label", default=None, help=f"group index 0-{len(GROUPS) - 1} or name, e.g. 'Food & Drink' or food; absent: unconditional")
@@ -45,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classifier-scale", type=float, default=None, metavar="S",
                         help="classifier guidance scale s >= 0 towards --label, with the noise-aware 'guidance_classifier'")
     parser.add_argument("--out", type=Path, default=Path("samples.npz"), help="output .npz (default: samples.npz)")
-    parser.add_argument("--grid", type=Path, default=None, help="output PNG grid (default: the .npz path with .png)")
+    parser.add_argument("--grid", type=Path, default=None, help=f"output PNG grid of the first {GRID_MAX} sprites (default: the .npz path with .png)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: CUDA, then MPS, then CPU")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -79,7 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.eta is not None:
             parser.error(f"--weights {args.weights!r} is a distilled student: it samples deterministically (no --eta)")
         args.sampler, args.steps = student["sampler"], own_steps
-    args.sampler = args.sampler or "ddpm"
+    flow = entry["config"].get("schedule") == "flow"
+    preset = entry.get("default_sampling", {})
+    if args.sampler is None and args.steps is None and preset:
+        args.sampler, args.steps = preset["sampler"], preset["steps"]
+    args.sampler = args.sampler or ("heun" if flow else "ddpm")
+    if (args.sampler in FLOW_SAMPLERS) != flow:
+        usable = FLOW_SAMPLERS if flow else sorted(set(SAMPLERS) - set(FLOW_SAMPLERS))
+        parser.error(f"--weights {args.weights!r} is {'a flow' if flow else 'a diffusion'} model: --sampler must be one of {', '.join(usable)}")
+    if flow and (args.label is not None or args.guidance is not None or args.classifier_scale is not None):
+        parser.error(f"--weights {args.weights!r} is an unconditional flow model: --label and guidance do not apply")
     if args.eta is not None and args.sampler != "ddim":
         parser.error(f"--eta sets DDIM's noise; it needs --sampler ddim, not {args.sampler}")
     if args.eta is not None and not 0 <= args.eta <= 1:
@@ -110,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     T = entry["config"]["T"]
     if args.steps is None:
         args.steps = DEFAULT_STEPS[args.sampler]
-    if args.steps is not None and not 1 <= args.steps <= T:
-        parser.error(f"--steps must be between 1 and {T}, got {args.steps}")
+    if args.steps is not None and not 1 <= args.steps <= (1000 if flow else T):
+        parser.error(f"--steps must be between 1 and {1000 if flow else T}, got {args.steps}")
 
     try:
         device = pick_device(args.device)
@@ -119,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    schedule = NoiseSchedule(T, entry.get("schedule", "cosine")).to(device)
+    schedule = model.schedule
     if args.guidance is not None:
         model = ClassifierFreeGuidance(model, args.guidance)
     if args.classifier_scale is not None:
@@ -128,20 +141,33 @@ def main(argv: list[str] | None = None) -> int:
         except WeightsError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        model = ClassifierGuidance(model, classifier, schedule, torch.as_tensor(labels, device=device), args.classifier_scale)
-    generator = torch.Generator().manual_seed(args.seed)
-    noise = torch.randn(args.n, 3, 16, 16, generator=generator)
-    start = time.perf_counter()
-    sampler = student_sampler(entry, schedule) if student is not None else args.sampler
-    if args.eta is not None:
+    if student is not None:
+        sampler = student_sampler(entry, schedule)
+    elif args.eta is not None:
         sampler = DDIMSampler(schedule, eta=args.eta)
-    run = generate(model, schedule, noise, sampler, args.steps, contexts, generator, progress=not args.quiet)
+    else:
+        sampler = make_sampler(args.sampler, schedule)
+    # One generator draws every chunk's noise, then its fresh noise, so a seed gives the same sprites
+    # whatever the chunk size; the sprites go straight into the uint8 output, so memory stays flat in --n.
+    generator = torch.Generator().manual_seed(args.seed)
+    images = np.empty((args.n, 16, 16, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    for first in range(0, args.n, CHUNK):
+        rows = slice(first, min(first + CHUNK, args.n))
+        noise = torch.randn(rows.stop - first, 3, 16, 16, generator=generator)
+        chunk_contexts = None if contexts is None else contexts[rows]
+        chunk_model = model
+        if args.classifier_scale is not None:
+            chunk_model = ClassifierGuidance(model, classifier, torch.as_tensor(labels[rows], device=device), args.classifier_scale)
+        run = generate(chunk_model, sampler, noise, args.steps, chunk_contexts, generator, progress=not args.quiet and first == 0)
+        images[rows] = to_uint8(run.images)
     seconds = time.perf_counter() - start
-    images = to_uint8(run.images)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, images=images, labels=labels)
-    save_grid(images, grid_path, nrow=min(16, int(np.ceil(np.sqrt(args.n)))))
-    print(f"{args.n} sprites from {args.weights!r} with {args.sampler} ({args.steps or T} steps) in {seconds:.1f} s -> {args.out}, {grid_path}")
+    shown = images[:GRID_MAX]
+    save_grid(shown, grid_path, nrow=min(16, int(np.ceil(np.sqrt(len(shown))))))
+    print(f"{args.n} sprites from {args.weights!r} with {args.sampler} ({args.steps or T} steps) in {seconds:.1f} s "
+          f"({args.n / seconds:.0f} sprites/s) -> {args.out}, {grid_path}")
     return 0
 
 
