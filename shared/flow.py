@@ -51,3 +51,17 @@ class StraightPath(nn.Module):
 
     def extra_repr(self) -> str:
         return "x_t = (1 - t) x0 + t eps"
+
+
+def straightness(velocities: torch.Tensor) -> torch.Tensor:
+    """How far an Euler path on an even grid is from a straight line, per path (B,).
+
+    velocities (N, B, ...): the velocity at each of the N steps. Their mean is the path's
+    displacement per unit time (x_1 - x_0), so the mean squared distance of each step's
+    velocity from it, per dimension, is 0 exactly for a straight path: S(Z) of Liu et al.
+    2023 (eq. 6) on the grid.
+    """
+    if not isinstance(velocities, torch.Tensor) or velocities.ndim < 3:
+        raise ValueError(f"velocities must be stacked per step, (N, B, ...), got {describe(velocities)}")
+    deviation = velocities - velocities.mean(dim=0, keepdim=True)
+    return deviation.pow(2).flatten(2).mean(dim=(0, 2))
