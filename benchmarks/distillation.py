@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.data import DATA_DIR, to_uint8  # noqa: E402
-from shared.distillation import run_teacher, student_sampler
+from shared.distillation import run_teacher, student_sampler  # noqa: E402
 from tools.distill import round_teacher  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.samplers import generate  # noqa: E402

@@ -32,13 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.context_unet import ContextUnet  # noqa: E402
 from shared.data import GROUPS, load_sprites  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
-from shared.model import Denoiser, count_parameters  # noqa: E402
+from shared.model import Denoiser  # noqa: E402
 from shared.samplers import generate  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
 from tools.train import denoising_loss, draw_denoising_batch, learning_rate, update_weights  # noqa: E402
 from shared.weights import WeightsError, load_model, manifest_entry  # noqa: E402
 
 T = 500
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 class Baseline(nn.Module):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 
-import numpy as np
 import torch
 
 
@@ -39,16 +37,6 @@ def disable_tf32() -> None:
     """
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; returns a CPU generator to pass to functions that draw noise."""
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def is_grading() -> bool:

@@ -211,15 +211,11 @@ class DPMSolverSampler(Sampler):
     With alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t = log(alpha_t / sigma_t)
     and h = lambda_t' - lambda_t, one step from t to t' is
         x_{t'} = (sigma_t' / sigma_t) x_t - alpha_t' (e^{-h} - 1) D,
-    where D = x0_hat (first order, the same as DDIM) at the first step and
+    where D = x0_hat (first order: DDIM) at the first step, and afterwards the extrapolation
         D = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_{previous},  r = h_previous / h,
-    afterwards: a linear extrapolation of x0_hat, reusing the last step's network
-    call, so second order costs nothing extra. The last step, to t' = 0 where
-    sigma = 0 and lambda is infinite, returns x0_hat (first order), as diffusers
-    does with final_sigmas_type="zero".
-
-    The sampler remembers the previous step's x0_hat; a step that does not
-    continue the last one (a new run) starts again at first order.
+    which reuses the last step's network call, so second order costs nothing. The last step,
+    to t' = 0 (lambda infinite), returns x0_hat. A step that does not continue the last one
+    (a new run) starts again at first order.
     """
 
     name = "dpmsolver"
@@ -264,20 +260,11 @@ class DPMSolverSampler(Sampler):
 class UniPCSampler(DPMSolverSampler):
     """DPM-Solver++(2M) with a corrector that costs no network call: UniPC (Zhao et al. 2023).
 
-    The 2M step from s to t predicts x_t from x0_hat at s and an extrapolation from earlier.
-    The network is then called at x_t anyway, for the next step, and gives x0_hat_t at the
-    far end of the step just taken. Before stepping on, the corrector redoes that step with
-    the trapezoid rule, the average of x0_hat at both ends:
-        x_t <- (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) (x0_hat_s + x0_hat_t) / 2,
-    the exponential step of the 2M update with D = that average (UniC-1 in the data-prediction
-    form with B(h) = e^{-h} - 1, which diffusers calls "bh2"). The next 2M step starts from the
-    corrected x_t with x0_hat_t as the network gave it. Predicting by extrapolation and
-    correcting by interpolation is the classic pairing of Adams-Bashforth and Adams-Moulton:
-    for an ordinary ODE with equal steps, the trapezoid rule's local error is a fifth of the
-    linear extrapolation's (1/12 against 5/12 of h^3 times the third derivative).
-
-    diffusers raises the corrector to order 2 once it can; here order 1 sampled closer to the
-    ODE (docs/design.md), and it is the one a student writes.
+    The network call at x_t, made anyway for the next step, gives x0_hat_t at the far end of
+    the step just taken from s. Before stepping on, the corrector redoes that step with the
+    trapezoid rule, the average of x0_hat at both ends (UniC-1, diffusers' "bh2"):
+        x_t <- (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) (x0_hat_s + x0_hat_t) / 2.
+    Order 1, not diffusers' 2: it sampled closer to the ODE here (docs/design.md).
     """
 
     name = "unipc"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shared.device import disable_tf32, pick_device, seed_everything
+from shared.device import disable_tf32, pick_device
 
 
 def test_cpu_can_always_be_asked_for():
@@ -31,11 +31,3 @@ def test_disable_tf32_turns_off_reduced_precision():
         assert not torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
-
-
-def test_seed_everything_repeats_draws():
-    first = torch.randn(3, generator=seed_everything(7))
-    assert torch.equal(first, torch.randn(3, generator=seed_everything(7)))
-    for bad in ("7", -1, 2.5):
-        with pytest.raises(ValueError, match="seed must be a non-negative integer"):
-            seed_everything(bad)

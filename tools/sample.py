@@ -26,7 +26,7 @@ from shared.weights import DENOISER_KINDS, WeightsError, available_weights, load
 # Few steps suffice for the deterministic samplers (see Lab 4); DDPM needs them all.
 DEFAULT_STEPS = {"ddpm": None, "ddim": 25, "dpmsolver": 10, "unipc": 10, "euler": 20, "heun": 5}
 # Sprites per network call: large enough to keep the CPU busy, small enough that memory
-# stays flat however large --n is (benchmarks/sample_speed.py measured the choice).
+# stays flat however large --n is (benchmarks/sample_speed.py measures it).
 CHUNK = 256
 GRID_MAX = 256  # the PNG shows at most this many sprites
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("samples.npz"), help="output .npz (default: samples.npz)")
     parser.add_argument("--grid", type=Path, default=None, help=f"output PNG grid of the first {GRID_MAX} sprites (default: the .npz path with .png)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"], help="default: CUDA, then MPS, then CPU")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help=f"sprites per network call (default {CHUNK}; memory grows with it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.n <= 100_000:
         parser.error(f"--n must be between 1 and 100000, got {args.n}")
+    if not 16 <= args.chunk <= 100_000 or args.chunk % 16:
+        parser.error(f"--chunk must be a multiple of 16 between 16 and 100000, got {args.chunk}")
     if args.out.suffix != ".npz":
         parser.error(f"--out must end in .npz, got {args.out}")
     grid_path = args.grid or args.out.with_suffix(".png")
@@ -152,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     images = np.empty((args.n, 16, 16, 3), dtype=np.uint8)
     start = time.perf_counter()
-    for first in range(0, args.n, CHUNK):
-        rows = slice(first, min(first + CHUNK, args.n))
+    for first in range(0, args.n, args.chunk):
+        rows = slice(first, min(first + args.chunk, args.n))
         noise = torch.randn(rows.stop - first, 3, 16, 16, generator=generator)
         chunk_contexts = None if contexts is None else contexts[rows]
         chunk_model = model
