@@ -57,6 +57,8 @@ def test_label_by_name_with_context_weights(tmp_path):
         (["--weights", "progressive_2step", "--eta", "0.3"], "samples deterministically"),
         (["--eta", "0.3"], "needs --sampler ddim, not ddpm"),
         (["--sampler", "ddim", "--eta", "1.5"], "--eta must be between 0 and 1"),
+        (["--chunk", "100"], "--chunk must be a multiple of 16"),
+        (["--sampler", "heun"], "is a diffusion model: --sampler must be one of"),
     ],
 )
 def test_bad_options_exit_with_a_message(tmp_path, capsys, options, message):
@@ -115,3 +117,20 @@ def test_every_student_samples_with_its_own_step_count(tmp_path, capsys, student
     assert f"with ddim ({steps} steps)" in capsys.readouterr().out
     again, _, _ = run(tmp_path, "--weights", student, "--n", "8", "--sampler", "ddim", "--steps", str(steps), name="again")
     assert (again == images).all()
+
+
+def test_chunks_give_the_one_batch_sprites_and_memory_stays_per_chunk(tmp_path):
+    one_batch, _, _ = run(tmp_path, "--n", "40", "--sampler", "ddim", "--steps", "3", "--chunk", "48", name="whole")
+    chunked, _, _ = run(tmp_path, "--n", "40", "--sampler", "ddim", "--steps", "3", "--chunk", "16", name="chunks")
+    assert np.array_equal(one_batch, chunked)  # one generator, drawn chunk by chunk: the same noises
+    stochastic_a, _, _ = run(tmp_path, "--n", "40", "--steps", "3", "--chunk", "16", name="ddpm_a")
+    stochastic_b, _, _ = run(tmp_path, "--n", "40", "--steps", "3", "--chunk", "16", name="ddpm_b")
+    assert np.array_equal(stochastic_a, stochastic_b)
+
+
+def test_the_grid_shows_at_most_256_sprites(tmp_path):
+    from PIL import Image
+
+    _, _, grid = run(tmp_path, "--weights", "knowledge_1step", "--n", "300")
+    width, height = Image.open(grid).size
+    assert width == height == (16 * (16 + 1) + 1) * 4  # 16 x 16 sprites with 1-pixel gaps, enlarged 4 times

@@ -76,8 +76,6 @@ def train_reflow(run: Reflow, command: str) -> None:
     torch.manual_seed(run.seed)
     device = pick_device()
     teacher = load_model(run.teacher, device).requires_grad_(False)
-    if teacher.schedule.kind != "flow":
-        raise SystemExit(f"--teacher {run.teacher!r} is a diffusion model; reflow straightens a flow model, such as 'flow'")
     generator = torch.Generator().manual_seed(run.seed)
     start = time.perf_counter()
     noise = torch.randn(run.pairs, 3, 16, 16, generator=generator)
@@ -125,9 +123,12 @@ def parse_arguments(argv: list[str]) -> Reflow:
         problem = "--pairs and --pair-steps must be positive"
     if problem is None:
         try:
-            manifest_entry(settings["teacher"])
+            entry = manifest_entry(settings["teacher"])
         except Exception as error:  # a clear message before any work starts
             problem = f"--teacher: {error}"
+        else:
+            if entry["config"].get("schedule") != "flow":
+                problem = f"--teacher {settings['teacher']!r} is a diffusion model; reflow straightens a flow model, such as 'flow'"
     if problem:
         parser.error(problem)
     return Reflow(**settings)
