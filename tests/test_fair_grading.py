@@ -517,6 +517,235 @@ def progressive_target(teacher, sampler, x_t, t, t_mid, t_next):
     return (x - ratio * x_t) / (s.sqrt_alpha_bars[t_next] - ratio * s.sqrt_alpha_bars[t_mid])
 ''', WRONG),
     ],
+    "07_flow_matching": [
+        ("ddim_as_euler", "through x0_hat, as DDIM is usually written", '''
+def ddim_as_euler(x_t, eps_hat, abar_t, abar_prev):
+    x0_hat = (x_t - torch.sqrt(1 - abar_t) * eps_hat) / torch.sqrt(abar_t)
+    return torch.sqrt(abar_prev) * x0_hat + torch.sqrt(1 - abar_prev) * eps_hat
+''', CORRECT),
+        ("ddim_as_euler", "sigma-bar from math.sqrt of floats", '''
+def ddim_as_euler(x_t, eps_hat, abar_t, abar_prev):
+    a, a_prev = float(abar_t), float(abar_prev)
+    sigma, sigma_prev = math.sqrt((1 - a) / a), math.sqrt((1 - a_prev) / a_prev)
+    return math.sqrt(a_prev) * (x_t / math.sqrt(a) + (sigma_prev - sigma) * eps_hat)
+''', CORRECT),
+        ("ddim_as_euler", "sigma-bar without the square root", '''
+def ddim_as_euler(x_t, eps_hat, abar_t, abar_prev):
+    sigma_bar_t, sigma_bar_prev = (1 - abar_t) / abar_t, (1 - abar_prev) / abar_prev
+    return abar_prev.sqrt() * (x_t / abar_t.sqrt() + (sigma_bar_prev - sigma_bar_t) * eps_hat)
+''', WRONG),
+        ("ddim_as_euler", "the step in x-bar, not mapped back to x", '''
+def ddim_as_euler(x_t, eps_hat, abar_t, abar_prev):
+    sigma_bar_t, sigma_bar_prev = ((1 - abar_t) / abar_t).sqrt(), ((1 - abar_prev) / abar_prev).sqrt()
+    return x_t / abar_t.sqrt() + (sigma_bar_prev - sigma_bar_t) * eps_hat
+''', WRONG),
+        ("ddim_as_euler", "the step taken the wrong way (sigma_t - sigma_prev)", '''
+def ddim_as_euler(x_t, eps_hat, abar_t, abar_prev):
+    sigma_bar_t, sigma_bar_prev = ((1 - abar_t) / abar_t).sqrt(), ((1 - abar_prev) / abar_prev).sqrt()
+    return abar_prev.sqrt() * (x_t / abar_t.sqrt() + (sigma_bar_t - sigma_bar_prev) * eps_hat)
+''', WRONG),
+        ("interpolate", "torch.lerp, and the target as -(x0 - noise)", '''
+def interpolate(x0, noise, t):
+    return torch.lerp(x0, noise, t.reshape((-1,) + (1,) * (x0.dim() - 1)))
+
+
+def velocity_target(x0, noise):
+    return -(x0 - noise)
+''', CORRECT),
+        ("interpolate", "x0 + t (noise - x0) with t indexed by None", '''
+def interpolate(x0, noise, t):
+    t = t[(...,) + (None,) * (x0.ndim - 1)]
+    return x0 + t * (noise - x0)
+
+
+def velocity_target(x0, noise):
+    return noise - x0
+''', CORRECT),
+        ("interpolate", "t and 1 - t swapped", '''
+def interpolate(x0, noise, t):
+    t = t.view(-1, *[1] * (x0.ndim - 1))
+    return t * x0 + (1 - t) * noise
+
+
+def velocity_target(x0, noise):
+    return noise - x0
+''', WRONG),
+        ("interpolate", "t[:, None], which only broadcasts for points", '''
+def interpolate(x0, noise, t):
+    return (1 - t[:, None]) * x0 + t[:, None] * noise
+
+
+def velocity_target(x0, noise):
+    return noise - x0
+''', WRONG),
+        ("interpolate", "the velocity from noise to data", '''
+def interpolate(x0, noise, t):
+    t = t.view(-1, *[1] * (x0.ndim - 1))
+    return (1 - t) * x0 + t * noise
+
+
+def velocity_target(x0, noise):
+    return x0 - noise
+''', WRONG),
+        ("flow_matching_loss", "the mean of squares written out", '''
+def flow_matching_loss(model, x0, noise, t):
+    prediction = model(interpolate(x0, noise, t), t)
+    return ((prediction - velocity_target(x0, noise)) ** 2).mean()
+''', CORRECT),
+        ("flow_matching_loss", "the noise as the target, as in Lab 2", '''
+def flow_matching_loss(model, x0, noise, t):
+    return F.mse_loss(model(interpolate(x0, noise, t), t), noise)
+''', WRONG),
+        ("flow_matching_loss", "the model called on the clean data", '''
+def flow_matching_loss(model, x0, noise, t):
+    return F.mse_loss(model(x0, t), velocity_target(x0, noise))
+''', WRONG),
+        ("flow_matching_loss", "the model told 1 - t", '''
+def flow_matching_loss(model, x0, noise, t):
+    return F.mse_loss(model(interpolate(x0, noise, t), 1 - t), velocity_target(x0, noise))
+''', WRONG),
+        ("euler_sample", "a while loop with dt = 1 / n", '''
+def euler_sample(velocity, x_1, n_steps):
+    dt, x, i = 1.0 / n_steps, x_1.clone(), 0
+    while i < n_steps:
+        t = torch.ones(x.shape[0], dtype=x.dtype, device=x.device) * (1 - i * dt)
+        x = x - dt * velocity(x, t)
+        i += 1
+    return x
+''', CORRECT),
+        ("euler_sample", "float64 grid, in-place updates on a copy", '''
+def euler_sample(velocity, x_1, n_steps):
+    grid = torch.linspace(1.0, 0.0, n_steps + 1, dtype=torch.float64)
+    x = x_1.clone()
+    for i in range(n_steps):
+        t = grid[i].to(x.dtype).expand(x.shape[0]).contiguous()
+        x += (grid[i + 1] - grid[i]).item() * velocity(x, t)
+    return x
+''', CORRECT),
+        ("euler_sample", "in-place updates on x_1 itself", '''
+def euler_sample(velocity, x_1, n_steps):
+    times = torch.linspace(1, 0, n_steps + 1).tolist()
+    x = x_1
+    for t, t_prev in zip(times[:-1], times[1:]):
+        x += (t_prev - t) * velocity(x, torch.full((len(x),), t, dtype=x.dtype, device=x.device))
+    return x
+''', WRONG),
+        ("euler_sample", "the velocity taken at the step's end", '''
+def euler_sample(velocity, x_1, n_steps):
+    times = torch.linspace(1, 0, n_steps + 1).tolist()
+    x = x_1
+    for t, t_prev in zip(times[:-1], times[1:]):
+        x = x + (t_prev - t) * velocity(x, torch.full((len(x),), t_prev, dtype=x.dtype, device=x.device))
+    return x
+''', WRONG),
+        ("euler_sample", "time running from 0 to 1", '''
+def euler_sample(velocity, x_1, n_steps):
+    times = torch.linspace(0, 1, n_steps + 1).tolist()
+    x = x_1
+    for t, t_next in zip(times[:-1], times[1:]):
+        x = x - (t_next - t) * velocity(x, torch.full((len(x),), t, dtype=x.dtype, device=x.device))
+    return x
+''', WRONG),
+        ("euler_sample", "one call too many (a step at t = 0)", '''
+def euler_sample(velocity, x_1, n_steps):
+    x, dt = x_1, 1.0 / n_steps
+    for t in torch.linspace(1, 0, n_steps + 1).tolist():
+        x = x - dt * velocity(x, torch.full((len(x),), t, dtype=x.dtype, device=x.device))
+    return x
+''', WRONG),
+        ("heun_step", "the average written as the mean of two Euler steps", '''
+def heun_step(velocity, x_t, t, t_prev):
+    h = t_prev - t
+    times = lambda s: s * torch.ones(x_t.shape[0], dtype=x_t.dtype, device=x_t.device)
+    x_euler = x_t + h * velocity(x_t, times(t))
+    return 0.5 * (x_t + x_euler + h * velocity(x_euler, times(t_prev)))
+''', CORRECT),
+        ("heun_step", "the second velocity at t instead of t_prev", '''
+def heun_step(velocity, x_t, t, t_prev):
+    h = t_prev - t
+    times = torch.full((len(x_t),), t, dtype=x_t.dtype, device=x_t.device)
+    v_start = velocity(x_t, times)
+    v_end = velocity(x_t + h * v_start, times)
+    return x_t + h * (v_start + v_end) / 2
+''', WRONG),
+        ("heun_step", "the corrected step taken from the trial point", '''
+def heun_step(velocity, x_t, t, t_prev):
+    h = t_prev - t
+    v_start = velocity(x_t, torch.full((len(x_t),), t, dtype=x_t.dtype, device=x_t.device))
+    x_trial = x_t + h * v_start
+    v_end = velocity(x_trial, torch.full((len(x_t),), t_prev, dtype=x_t.dtype, device=x_t.device))
+    return x_trial + h * (v_start + v_end) / 2
+''', WRONG),
+        ("heun_step", "the midpoint method instead of Heun's", '''
+def heun_step(velocity, x_t, t, t_prev):
+    h = t_prev - t
+    v_start = velocity(x_t, torch.full((len(x_t),), t, dtype=x_t.dtype, device=x_t.device))
+    x_mid = x_t + h / 2 * v_start
+    return x_t + h * velocity(x_mid, torch.full((len(x_t),), t + h / 2, dtype=x_t.dtype, device=x_t.device))
+''', WRONG),
+        ("reflow_pairs", "the samples detached after sampling", '''
+def reflow_pairs(velocity, noise, n_steps):
+    return noise, euler_sample(velocity, noise, n_steps).detach()
+''', CORRECT),
+        ("reflow_pairs", "under torch.inference_mode", '''
+def reflow_pairs(velocity, noise, n_steps):
+    with torch.inference_mode():
+        sprites = euler_sample(velocity, noise, n_steps)
+    return (noise, sprites)
+''', CORRECT),
+        ("reflow_pairs", "(samples, noise): the pair the wrong way round", '''
+def reflow_pairs(velocity, noise, n_steps):
+    with torch.no_grad():
+        samples = euler_sample(velocity, noise, n_steps)
+    return samples, noise
+''', WRONG),
+        ("reflow_pairs", "fresh noise beside the samples: no coupling", '''
+def reflow_pairs(velocity, noise, n_steps):
+    with torch.no_grad():
+        samples = euler_sample(velocity, noise, n_steps)
+    return torch.randn_like(noise), samples
+''', WRONG),
+        ("reflow_pairs", "a single Euler step whatever n_steps is", '''
+def reflow_pairs(velocity, noise, n_steps):
+    with torch.no_grad():
+        samples = euler_sample(velocity, noise, 1)
+    return noise, samples
+''', WRONG),
+        ("reflow_pairs", "the pairs keep the graph (no torch.no_grad)", '''
+def reflow_pairs(velocity, noise, n_steps):
+    return noise, euler_sample(velocity, noise, n_steps)
+''', WRONG),
+        ("straightness", "the variance over steps (population), averaged per path", '''
+def straightness(velocities):
+    return velocities.var(dim=0, unbiased=False).reshape(velocities.shape[1], -1).mean(dim=1)
+''', CORRECT),
+        ("straightness", "a loop over steps against the displacement", '''
+def straightness(velocities):
+    n = velocities.shape[0]
+    displacement = sum(velocities[i] for i in range(n)) / n
+    total = 0
+    for i in range(n):
+        total = total + ((velocities[i] - displacement) ** 2).flatten(1).mean(dim=1)
+    return total / n
+''', CORRECT),
+        ("straightness", "the deviation from the first step's velocity", '''
+def straightness(velocities):
+    return (velocities - velocities[0]).pow(2).flatten(2).mean(dim=(0, 2))
+''', WRONG),
+        ("straightness", "summed over dimensions instead of averaged", '''
+def straightness(velocities):
+    deviation = velocities - velocities.mean(dim=0, keepdim=True)
+    return deviation.pow(2).flatten(2).sum(dim=2).mean(dim=0)
+''', WRONG),
+        ("straightness", "one number for the whole batch", '''
+def straightness(velocities):
+    return (velocities - velocities.mean(dim=0, keepdim=True)).pow(2).mean()
+''', WRONG),
+        ("straightness", "the sample variance (divides by N - 1)", '''
+def straightness(velocities):
+    return velocities.var(dim=0).flatten(1).mean(dim=1)
+''', WRONG),
+    ],
 }
 
 
