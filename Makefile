@@ -42,6 +42,8 @@ benchmark: setup
 	$(RUN) $(BIN)/python benchmarks/tune_grid.py
 	$(RUN) $(BIN)/python benchmarks/guidance.py
 	$(RUN) $(BIN)/python benchmarks/distillation.py
+	$(RUN) $(BIN)/python benchmarks/flow_matching.py
+	$(RUN) $(BIN)/python benchmarks/sample_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
