@@ -1,6 +1,6 @@
-"""The course's shared module: data, schedule, model, samplers, weights, metrics and plots.
+"""The course's shared module: what every lab imports, one short file per concern.
 
-Every lab imports it: `from shared import ...`. Each concern lives in its own
-short file, read in this order: data, schedule, model, samplers, weights,
-metrics, plotting.
+Read it in this order: checks, data, schedule, flow, model, samplers, guidance,
+distillation, weights, metrics, plotting. The commands that made the shipped
+weights live beside it in tools/; docs/design.md has the measurements behind it.
 """
