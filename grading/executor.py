@@ -103,7 +103,7 @@ class GuardedExecute(Execute):
         for position, index in enumerate(code_cells):
             cell = self.nb.cells[index]
             if died_in is not None:
-                cell.outputs = [failed_output("DeadKernelError", f"not run: the kernel died in cell {died_in}")]
+                cell.outputs = [failed_output("DeadKernelError", f"not run: the kernel died or broke in cell {died_in}")]
                 continue
             if is_check(cell):
                 reason = self._tampering(baseline, trusted_names, latest)
@@ -122,6 +122,13 @@ class GuardedExecute(Execute):
                     "DeadKernelError", "the kernel died while running this cell (os._exit, a crash or the memory cap); "
                     "this cell and every later one count as failed, the earlier ones keep their points"))
                 self.notes.append(f"the kernel died in cell {index}: later cells were not run")
+                continue
+            except Exception as error:  # e.g. no IOPub output: the cell broke the kernel's own messaging (builtins patched)
+                died_in = index
+                message = str(error).splitlines()[0] if str(error) else type(error).__name__
+                cell.outputs.append(failed_output(
+                    "KernelBroken", f"the kernel stopped answering after this cell ({message}); later cells count as failed"))
+                self.review.append(f"cell {index}: the kernel stopped answering after it ({message})")
                 continue
             started = set(latest["threads"]) - known_threads
             known_threads |= started
