@@ -121,6 +121,9 @@ def grade_in_parallel(prepared: Path, lab: str, workers: int, unsandboxed: bool 
     failed = [result for result in results if result["status"] != "graded"]
     if failed:
         print(f"  {len(failed)} failed on {workers} worker(s): {failed[0]['error']}")
+    flagged = [result for result in results if result.get("review") and result["student"].split("-")[0] in HONEST]
+    for result in flagged:  # an honest submission flagged for review is a false alarm of the tamper checks
+        print(f"  FALSE ALARM {result['student']}: {'; '.join(result['review'][:3])}")
     return seconds, scores(root, lab)
 
 
@@ -132,10 +135,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lab", default="01_sampling")
     parser.add_argument("--students", type=int, default=40)
-    parser.add_argument("--overhead-sample", type=int, default=4, help="submissions graded with and without the sandbox")
+    parser.add_argument("--overhead-sample", type=int, default=4, help="honest submissions graded with and without the sandbox")
     args = parser.parse_args()
-    if args.students < len(KINDS):
-        parser.error(f"--students must be at least {len(KINDS)}: one of each kind")
+    if args.students < 1:
+        parser.error("--students must be at least 1")
 
     with tempfile.TemporaryDirectory(prefix="grading-benchmark-") as folder:
         prepared, kinds = make_class(args.lab, args.students, Path(folder))

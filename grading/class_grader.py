@@ -261,6 +261,8 @@ def grade_class(settings: Settings, labs_to_grade: list[str], source: Path | Non
     from tqdm import tqdm
 
     settings.root = settings.root.resolve()
+    if str(BIN) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # nbgrader runs `alembic` to create a gradebook
     check_sandbox(settings)
     labs = lab_grade_ids(settings.root)
     unknown = [lab for lab in labs_to_grade if lab not in labs]

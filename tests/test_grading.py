@@ -260,6 +260,35 @@ def test_a_worker_killed_mid_grade_loses_nothing(tmp_path):
     assert not sandbox_processes(str(root)), "a kernel or grading process outlived its worker"
 
 
+def test_rerunning_after_the_scheduler_died_finishes_the_rest(tmp_path):
+    """The coordinator (and with it the scheduler and its workers) killed after one submission: the same command finishes."""
+    root = make_course(tmp_path / "course")
+    students = ["eve", "fay", "gus"]
+    for student in students:
+        folder = root / "submitted" / student / LAB
+        folder.mkdir(parents=True)
+        nbformat.write(submission(root, RIGHT), folder / f"{LAB}.ipynb")
+    command = [sys.executable, "-m", "grading", "autograde", LAB, "--root", str(root), "--workers", "1", "--no-export"]
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    coordinator = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+    ledger = root / ".grading" / "results" / LAB
+    deadline = time.time() + 600
+    while not list(ledger.glob("*.json")) and time.time() < deadline and coordinator.poll() is None:
+        time.sleep(0.2)
+    os.killpg(coordinator.pid, signal.SIGKILL)
+    coordinator.wait()
+    graded_before = len(list(ledger.glob("*.json")))
+    assert 1 <= graded_before < len(students)
+    time.sleep(2)
+    assert not sandbox_processes(str(root)), "grading outlived its scheduler"
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{graded_before} submission(s) already graded" in rerun.stdout
+    assert f"{len(students) - graded_before} graded, 0 failed" in rerun.stdout
+    assert all(grades_of(f"sqlite:///{root / 'gradebook.db'}", student)["score"] == 3 for student in students)
+
+
 def postgres_binaries() -> Path:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if candidates:
