@@ -95,7 +95,8 @@ def scores(root: Path, lab: str) -> dict[str, tuple[float, bool]]:
 
 
 def fresh_copy(prepared: Path, name: str) -> Path:
-    copy = prepared.parent / name
+    """A copy of the prepared course, graded by no one yet."""
+    copy = prepared.parent / f"{name}-{len(list(prepared.parent.iterdir()))}"
     shutil.copytree(prepared, copy)
     return copy
 
@@ -156,7 +157,6 @@ def main() -> int:
 
         sample = [student for student, kind in kinds.items() if kind in HONEST][: args.overhead_sample]
         boxed, _ = grade_in_parallel(prepared, args.lab, 1, only=sample)
-        shutil.rmtree(Path(folder) / "grading-1")  # the sample run reuses the name
         unboxed, _ = grade_in_parallel(prepared, args.lab, 1, unsandboxed=True, only=sample)
         print(f"sandbox overhead          : {(boxed - unboxed) / len(sample):+7.2f} s per submission "
               f"({len(sample)} honest submissions, 1 worker, {boxed:.1f} s sandboxed vs {unboxed:.1f} s unsandboxed)")
