@@ -179,7 +179,9 @@ def main() -> int:
                 if kind in HONEST and graded.get(student, (None,))[0] != serial.get(student, (None,))[0]:
                     mismatched.append(f"{student} on {workers} worker(s): {graded.get(student)} vs serial {serial.get(student)}")
         print("honest scores equal serial nbgrader's: " + ("yes" if not mismatched else "NO\n  " + "\n  ".join(mismatched)))
-        hostile = {student: (serial[student], runs[2][1].get(student)) for student, kind in kinds.items() if kind not in HONEST}
+        missing = (float("nan"), False)
+        hostile = {student: (serial.get(student, missing), runs[2][1].get(student, missing))
+                   for student, kind in kinds.items() if kind not in HONEST}
         for student, (theirs, ours) in sorted(hostile.items()):
             print(f"  {student:12s} serial: {theirs[0]:g}{' (manual)' if theirs[1] else ''}   "
                   f"ours: {ours[0]:g}{' (flagged for review)' if ours[1] else ''}")
