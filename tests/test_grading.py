@@ -300,18 +300,18 @@ def postgres_binaries() -> Path:
 
 
 @pytest.fixture
-def postgres(tmp_path):
+def postgres():
     """A real PostgreSQL server on a loopback port, run by the unprivileged `postgres` user, with a password."""
+    import tempfile
+
     binaries = postgres_binaries()
-    folder = tmp_path / "pg"
-    folder.mkdir()
+    folder = Path(tempfile.mkdtemp(prefix="grading-postgres-"))  # pytest's own folders are closed to other users
     password = "s3cret-Pw-not-for-logs"
     (folder / "pw").write_text(password + "\n")
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_postgres:
         shutil.chown(folder, "postgres")
         shutil.chown(folder / "pw", "postgres")
-        os.chmod(tmp_path, 0o755)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -322,7 +322,8 @@ def postgres(tmp_path):
     try:
         yield f"postgresql+psycopg://grader:{password}@127.0.0.1:{port}/postgres", password
     finally:
-        subprocess.run([*as_postgres, str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run([*as_postgres, str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -375,10 +376,10 @@ def test_grading_refuses_to_run_without_a_sandbox_unless_told(tmp_path):
     root = make_course(tmp_path / "course")
     env = {**os.environ, "PATH": str(BIN)}  # no bwrap on this PATH
     refused = subprocess.run([sys.executable, "-m", "grading", "autograde", LAB, "--root", str(root)], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "bubblewrap is not installed" in refused.stderr and "UNSANDBOXED=1" in refused.stderr
     told = subprocess.run([sys.executable, "-m", "grading", "autograde", LAB, "--root", str(root), "--no-export"], cwd=ROOT,
-                          env={**env, "UNSANDBOXED": "1"}, capture_output=True, text=True, timeout=120)
+                          env={**env, "UNSANDBOXED": "1"}, capture_output=True, text=True, timeout=600)
     assert told.returncode == 0, told.stderr
     assert "UNSANDBOXED=1: student code runs with YOUR permissions" in told.stdout
 
