@@ -5,6 +5,7 @@
     nbgrader generate_feedback 01_sampling --force       # autograded/... -> feedback/<student>/01_sampling/*.html
 """
 
+import os
 import re
 from pathlib import Path
 
@@ -23,6 +24,12 @@ c.CourseDirectory.release_directory = "labs"
 c.CourseDirectory.submitted_directory = "submitted"
 c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"
+
+# The gradebook: SQLite in the course folder unless GRADING_DB_URL names another, such as
+# postgresql+psycopg://USER:PASSWORD@HOST/DB for grading on several machines (`make autograde DB=...`).
+# An environment variable, not a command-line option, so that `ps` never shows the password.
+if os.environ.get("GRADING_DB_URL"):
+    c.CourseDirectory.db_url = os.environ["GRADING_DB_URL"]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError(\"replace this line with your code\")"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

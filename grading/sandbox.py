@@ -1,0 +1,142 @@
+"""The jail a grading kernel runs in: bubblewrap around the kernel alone.
+
+nbgrader's own process stays outside: it must read the hidden tests to inject them and write
+the gradebook. Only the kernel, which runs student code, is jailed:
+
+- no network (its own network namespace); it talks to nbgrader over Unix sockets (Jupyter's
+  `ipc` transport) in a private folder, which cross that boundary where loopback TCP cannot;
+- a file system of its own: the system and Python read-only, of the course only its packages,
+  weights/ and data/ (read-only), a private /tmp, and a fresh folder of its own mounted where
+  nbgrader runs it (autograded/<student>/<lab>/), so neither the sanitized notebook there,
+  which holds the hidden tests, nor solutions/, the gradebook, other students' folders,
+  .git or grading/ exist for it;
+- an unprivileged user of its own (when grading runs as root), a cap on memory (RLIMIT_DATA),
+  on processes (RLIMIT_NPROC, per user: hence a user per kernel), on file size, no core dumps;
+- its own process namespace, killed whole when the kernel's parent dies (--die-with-parent);
+- a new session, so it cannot reach the instructor's terminal, and an environment with nothing
+  of the grader's (no database URL, no tokens).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Integer, Unicode
+
+from grading.executor import course_readable_paths
+
+GIB = 2**30
+# Environment variables a kernel keeps; everything else (DB URLs, tokens, SSH agents) stays outside.
+KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "OPENBLAS_NUM_THREADS", "NBGRADER_EXECUTION", "PYDEVD_DISABLE_FILE_VALIDATION", "JPY_SESSION_NAME")
+SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys")
+# A kernel's user id when grading runs as root: one per grading process, so that RLIMIT_NPROC,
+# which counts a user's processes, caps each kernel on its own.
+FIRST_SANDBOX_UID = 200_000
+
+
+def bubblewrap() -> str | None:
+    return shutil.which("bwrap")
+
+
+def sandbox_uid() -> int | None:
+    return FIRST_SANDBOX_UID + os.getpid() if os.geteuid() == 0 else None
+
+
+def sandbox_command(command: list[str], *, cwd: str, workdir: str, socket_dir: str, memory_limit: int,
+                    process_limit: int, file_size_limit: int, tmp_size: int) -> list[str]:
+    """`command` wrapped in bubblewrap, setpriv and prlimit; `workdir` is shown to it as `cwd`."""
+    jail = ["bwrap", "--die-with-parent", "--new-session",
+            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    for folder in SYSTEM_FOLDERS:
+        jail += ["--ro-bind-try", folder, folder]
+    jail += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_size), "--tmpfs", "/tmp"]
+    mounted = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys", "/proc", "/dev", "/tmp"]
+    python = {sys.base_prefix, sys.prefix, os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    binds = [("--ro-bind", folder, folder) for folder in python if not folder.startswith(tuple(m + "/" for m in mounted))]
+    binds += [("--ro-bind", str(path), str(path)) for path in course_readable_paths()]
+    binds += [("--bind", socket_dir, socket_dir), ("--bind", workdir, cwd)]
+    created = set()
+    for kind, source, target in sorted(binds, key=lambda bind: bind[2]):
+        # bubblewrap makes missing parents of a mount point readable by root alone: make them 0755 first
+        for parent in map(str, reversed(Path(target).parents[:-1])):
+            if parent not in created and not any(parent == m or parent.startswith(m + "/") for m in mounted):
+                jail += ["--perms", "0755", "--dir", parent]
+                created.add(parent)
+        jail += [kind, source, target]
+        mounted.append(target)
+    jail += ["--chdir", cwd, "--clearenv"]
+    for name in KEPT_ENVIRONMENT:
+        if name in os.environ:
+            jail += ["--setenv", name, os.environ[name]]
+    jail += ["--setenv", "HOME", "/tmp", "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib", "--setenv", "TMPDIR", "/tmp"]
+    uid = sandbox_uid()
+    if uid is not None:
+        jail += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
+    else:
+        # Without root, the kernel runs as the instructor, whose other processes count towards RLIMIT_NPROC too.
+        process_limit += len([pid for pid in os.listdir("/proc") if pid.isdigit()])
+    jail += ["prlimit", f"--data={memory_limit}", f"--nproc={process_limit}", f"--fsize={file_size_limit}", "--core=0", "--"]
+    return jail + command
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager that starts its kernel inside bubblewrap and talks to it over Unix sockets."""
+
+    memory_limit = Integer(4 * GIB, help="Bytes of data memory a kernel may allocate (RLIMIT_DATA)").tag(config=True)
+    process_limit = Integer(128, help="Processes and threads a kernel may run at once (RLIMIT_NPROC)").tag(config=True)
+    file_size_limit = Integer(GIB, help="Largest file a kernel may write").tag(config=True)
+    tmp_size = Integer(GIB, help="Size of the kernel's private /tmp (it counts as memory)").tag(config=True)
+    workdir = Unicode("", help="The kernel's own writable folder, shown at its working directory").tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._socket_dir = tempfile.mkdtemp(prefix="grading-kernel-")
+        self.transport = "ipc"
+        self.ip = os.path.join(self._socket_dir, "kernel")
+        self.connection_file = os.path.join(self._socket_dir, "connection.json")
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        command = super().format_kernel_cmd(extra_arguments)
+        # The kernel is in a session of its own, which jupyter_client's SIGINT to the launcher's
+        # process group no longer reaches: interrupt it with a message on its control channel instead.
+        self.kernel_spec.interrupt_mode = "message"
+        cwd = os.path.realpath(self._launch_args.get("cwd") or os.getcwd())
+        workdir = self.workdir or tempfile.mkdtemp(prefix="grading-work-")
+        prepare_workdir(Path(cwd), Path(workdir))
+        uid = sandbox_uid()
+        if uid is not None:
+            for path in (self._socket_dir, self.connection_file, *all_paths(Path(workdir))):
+                os.chown(path, uid, uid)
+        return sandbox_command(command, cwd=cwd, workdir=workdir, socket_dir=self._socket_dir,
+                               memory_limit=self.memory_limit, process_limit=self.process_limit,
+                               file_size_limit=self.file_size_limit, tmp_size=self.tmp_size)
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    cleanup_resources = _async_cleanup_resources  # AsyncKernelManager binds the name to its parent's method
+
+
+def prepare_workdir(cwd: Path, workdir: Path) -> None:
+    """A fresh `workdir` holding the files nbgrader put in `cwd`, except notebooks (they hold the hidden tests)."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    if cwd.is_dir():
+        for source in cwd.rglob("*"):
+            if source.is_file() and source.suffix != ".ipynb" and ".ipynb_checkpoints" not in source.parts:
+                target = workdir / source.relative_to(cwd)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+
+
+def all_paths(folder: Path) -> list[Path]:
+    return [folder, *folder.rglob("*")]
