@@ -324,13 +324,17 @@ class EulerSampler:
 class HeunSampler(EulerSampler):
     """Heun's method (the trapezoid rule with an Euler predictor; Karras et al. 2022, Algorithm 1):
         x_e = x_t + h v(x_t, t),   x_{t'} = x_t + h (v(x_t, t) + v(x_e, t')) / 2,   h = t' - t,
-    second order, for two network calls a step."""
+    second order, for two network calls a step. The last step, to t' = 0, is Euler's, as in
+    Karras et al.: there v(x_e, 0) = -x_e whatever the sprite, so the corrector would only
+    pull the step back. n steps cost 2n - 1 network calls."""
 
     name = "heun"
 
     def advance(self, denoise, x_t, t, t_prev, noise=None, prediction: str = "velocity"):
         velocity = denoise(x_t, t)
         x_euler, x0_hat = self.step(velocity, t, t_prev, x_t, prediction=prediction)
+        if t_prev == 0:
+            return x_euler, x0_hat
         velocity_end = denoise(x_euler, t_prev)
         return x_t + (t_prev - t) * (velocity + velocity_end) / 2, x0_hat
 
