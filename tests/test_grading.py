@@ -99,11 +99,11 @@ def sandbox_processes(marker: str) -> list[str]:
 def listener():
     """A TCP server on loopback that records whatever reaches it."""
     server = socket.create_server(("127.0.0.1", 0))
-    received = []
+    received, stopped = [], threading.Event()
 
     def serve():
         server.settimeout(0.5)
-        while not getattr(server, "stopped", False):
+        while not stopped.is_set():
             try:
                 connection, _ = server.accept()
                 received.append(connection.recv(100))
@@ -114,7 +114,7 @@ def listener():
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield server.getsockname()[1], received
-    server.stopped = True
+    stopped.set()
     thread.join()
     server.close()
 
