@@ -72,10 +72,10 @@ class ClassifierGuidance(nn.Module):
         return eps - self.scale * self.schedule.at("sqrt_one_minus_alpha_bars", t) * gradient
 
 
-def log_prob_gradient(classifier: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """grad_x log p(labels | x, t) for each image, by autograd; works inside torch.inference_mode."""
+def log_prob_gradient(classifier: nn.Module, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """grad_x log p(labels | x_t, t) for each image, by autograd; works inside torch.inference_mode."""
     with torch.inference_mode(False), torch.enable_grad():
-        x = x.detach().clone().requires_grad_(True)  # a normal tensor, even if x was made in inference mode
+        x = x_t.detach().clone().requires_grad_(True)  # a normal tensor, even if x_t was made in inference mode
         log_p = F.log_softmax(classifier(x, t.clone()), dim=1)
         chosen = log_p[torch.arange(len(labels), device=x.device), labels.to(x.device)].sum()  # images are independent
         (gradient,) = torch.autograd.grad(chosen, x)
