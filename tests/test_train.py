@@ -1,12 +1,13 @@
 """The re-training command: every shipped entry's recorded command parses, and a tiny run ships loadable weights."""
 
 import shlex
+from dataclasses import asdict
 
 import pytest
 import torch
 
 import shared.weights as weights
-from tools import train
+from tools import reflow, train
 from shared.weights import available_weights, load_model, manifest_entry
 
 
@@ -23,6 +24,9 @@ def test_recorded_commands_reproduce_the_recorded_settings():
         argv = shlex.split(entry["train_command"])
         if argv[:3] == ["python", "-m", "tools.distill"]:
             continue  # distilled students: tests/test_distill.py checks their commands
+        if argv[:3] == ["python", "-m", "tools.reflow"]:
+            assert asdict(reflow.parse_arguments(argv[3:])) == entry["training"], name
+            continue
         assert argv[:3] == ["python", "-m", "tools.train"]
         what = argv[3]
         parsed = train.parse_arguments(argv[3:])
