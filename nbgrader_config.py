@@ -117,4 +117,12 @@ class HideHiddenTests(Preprocessor):
         return cell, resources
 
 
-c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+# The page names each exercise in its index and shows its math without a network (grading/feedback.py).
+import nbgrader as _nbgrader  # noqa: E402
+from grading.feedback import TEMPLATE_FILE, TEMPLATE_NAME, TEMPLATES, NameExercises, RenderMathOffline  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, NameExercises, RenderMathOffline, CSSHTMLHeaderPreprocessor]
+c.HTMLExporter.template_name = TEMPLATE_NAME
+c.HTMLExporter.template_file = TEMPLATE_FILE
+c.HTMLExporter.extra_template_basedirs = [
+    str(TEMPLATES), str(Path(_nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates")]

@@ -52,6 +52,13 @@ STUDENTS = {
 }
 
 
+INTRO = r"""### Exercise 1 · Doubling (2 points)
+
+Write `double`, so that $f(x) = 2x$, and so that summed over a batch
+$$\sum_i f(x_i) = 2 \sum_i x_i .$$
+A code span such as `price = "$5"` stays code."""
+
+
 def nbgrader_cell(cell, **metadata):
     cell.metadata["nbgrader"] = {"schema_version": 3, "task": False, "solution": False, "grade": False, "locked": False, **metadata}
     return cell
@@ -67,7 +74,7 @@ def feedback_text(root: Path, student: str) -> str:
 def course(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_course")
     source = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("Write `double`."),
+        nbformat.v4.new_markdown_cell(INTRO),
         nbgrader_cell(nbformat.v4.new_code_cell(ANSWER), solution=True, grade_id="double"),
         nbgrader_cell(nbformat.v4.new_code_cell(CHECK), grade=True, locked=True, points=1, grade_id="check_double"),
         nbgrader_cell(nbformat.v4.new_code_cell(CHECK_IN_A_FUNCTION), grade=True, locked=True, points=1, grade_id="check_negative"),
@@ -122,3 +129,18 @@ def test_feedback_keeps_scores_visible_checks_and_messages(course):
     assert "AssertionError: double is wrong on a negative number" in slip
     assert "return x * x" in slip  # the student's own code, where the slip is
     assert "NotImplementedError" in untouched and "replace this line with your code" in untouched
+
+
+def test_feedback_names_each_exercise_and_needs_no_network(course):
+    """The index says which exercise each score is for, and the math is MathML: no MathJax from a CDN,
+    so a page opened offline shows formulas, not raw LaTeX."""
+    page = (course / "feedback" / "slip" / LAB / f"{LAB}.html").read_text()
+    index = page[page.index('<div id="toc">'):]
+    index = index[: index.index("</div>")]
+    assert index.count("Exercise 1 · Doubling") == 2 and "Test cell" not in index
+    assert re.search(r"Exercise 1 · Doubling</a>\s*\(Score: 0\.0 / 1\.0\)", index)
+    assert not re.findall(r"<(?:script|link)[^>]*(?:src|href)=\"(?:https?:)?//", page), "the page loads something from the network"
+    assert page.count("<math") == 2 and 'display="block"' in page
+    text = feedback_text(course, "slip")
+    assert "$f(x) = 2x$" not in text and "\\sum_i" not in text  # no raw LaTeX left
+    assert 'price = "$5"' in text  # a dollar inside code is code

@@ -301,3 +301,6 @@ def test_feedback_shows_scores_and_no_hidden_test(course, lab):
         assert not leaked, f"the feedback for {student} shows hidden tests of {lab}: {leaked[:3]}"
         result = grades(course, lab, student)
         assert f"{lab} (Score: {round(result['score'], 2)} / {round(result['max_score'], 2)})" in text
+        index = page.split('<div id="toc">')[1].split("</div>")[0]  # names each exercise, not "Test cell"
+        assert "Test cell" not in index and len(re.findall(r"(?:Exercise \d+|Question) ·", index)) == len(graded_cells(read(ROOT / "labs" / lab / f"{lab}.ipynb")))
+        assert "cdnjs" not in page and "<math" in page  # math drawn when the page is made, nothing fetched
