@@ -92,10 +92,13 @@ def sample_ddpm(model, q, x_T, noises, keep_every=50):
     return x, frames
 ''', WRONG),
         ("answer_no_noise", "the right letter in capitals, with a space", '''
-answer = " B"
+answer = " C"
 ''', CORRECT),
         ("answer_no_noise", "another letter", '''
 answer = "a"
+''', WRONG),
+        ("answer_no_noise", "the average-guess story, which DDIM contradicts", '''
+answer = "b"
 ''', WRONG),
     ],
     "02_training": [
