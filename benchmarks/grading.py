@@ -56,14 +56,18 @@ def answer_cells(notebook):
     return [cell for cell in notebook.cells if cell.get("metadata", {}).get("nbgrader", {}).get("solution")]
 
 
+def without_markers(source: str) -> str:
+    """The reference answer: the solution cell without its marker lines, which may be indented."""
+    return "\n".join(line for line in source.splitlines() if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+
+
 def make_class(lab: str, students: int, folder: Path) -> tuple[Path, dict[str, str]]:
     """A course holding `lab` and `students` submissions; returns it and each student's kind."""
     root = folder / "prepared"
     shutil.copytree(ROOT / "solutions" / lab, root / "solutions" / lab)
     nbgrader("generate_assignment", lab, "--force", root=root)
     solution = nbformat.read(root / "solutions" / lab / f"{lab}.ipynb", as_version=4)
-    reference = {cell.metadata.nbgrader.grade_id: cell.source.replace("### BEGIN SOLUTION\n", "").replace("### END SOLUTION", "")
-                 for cell in answer_cells(solution)}
+    reference = {cell.metadata.nbgrader.grade_id: without_markers(cell.source) for cell in answer_cells(solution)}
     kinds = {}
     for number in range(students):
         kind = KINDS[number % len(KINDS)]

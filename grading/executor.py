@@ -18,11 +18,13 @@ notebook as needing a manual grade, so that the gradebook's total is never taken
 
 from __future__ import annotations
 
+import ast
 import json
 import secrets
 import sys
 from pathlib import Path
 
+from IPython.core.inputtransformer2 import TransformerManager
 from nbclient.exceptions import DeadKernelError
 from nbclient.client import NotebookClient
 from nbformat import NotebookNode
@@ -56,6 +58,89 @@ def failed_output(name: str, message: str) -> NotebookNode:
     return NotebookNode(output_type="error", ename=name, evalue=message, traceback=[f"{name}: {message}"])
 
 
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+
+
+def walk_outside_functions(node):
+    """ast.walk, except the bodies of functions and lambdas, which run when called, not when defined."""
+    if isinstance(node, FUNCTIONS):
+        arguments = node.args
+        for part in [*arguments.defaults, *arguments.kw_defaults, *getattr(node, "decorator_list", [])]:
+            if part is not None:  # evaluated where the function is defined
+                yield from walk_outside_functions(part)
+        if not isinstance(node, ast.Lambda):
+            yield ast.Name(node.name, ast.Store())
+        return
+    yield node
+    for child in ast.iter_child_nodes(node):
+        yield from walk_outside_functions(child)
+
+
+def stored_and_loaded(node, walk=ast.walk) -> tuple[set[str], set[str]]:
+    names = [n for n in walk(node) if isinstance(n, ast.Name)]
+    return {n.id for n in names if not isinstance(n.ctx, ast.Load)}, {n.id for n in names if isinstance(n.ctx, ast.Load)}
+
+
+def function_global_reads(tree: ast.AST) -> set[str]:
+    """Names that the functions and lambdas in `tree` read from the notebook's globals."""
+    reads = set()
+    for node in ast.walk(tree):
+        if isinstance(node, FUNCTIONS):
+            arguments = node.args
+            parameters = {a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs}
+            parameters |= {a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None}
+            stored, loaded = stored_and_loaded(node)
+            reads |= loaded - stored - parameters
+    return reads
+
+
+def parse_cell(source: str) -> ast.Module | None:
+    """A cell's syntax tree, its IPython magics turned into Python first; None if it does not parse."""
+    try:
+        return ast.parse(TransformerManager().transform_cell(source))
+    except SyntaxError:
+        return None
+
+
+def names_read(source: str) -> set[str] | None:
+    """The notebook names a cell reads: those it loads before binding them itself, in the order the cell
+    runs (`x = f(x)` reads x; a `try:` that sets g and then uses it does not), and its functions'
+    globals. None if the cell does not parse (then every name counts)."""
+    tree = parse_cell(source)
+    if tree is None:
+        return None
+    bound, reads = set(), set()
+
+    def visit(node) -> None:
+        stored, loaded = stored_and_loaded(node, walk_outside_functions)
+        # a comprehension's own variables live in it alone: `[f(i) for i in items]` reads items, not i
+        own = {name for part in walk_outside_functions(node) if isinstance(part, ast.comprehension)
+               for name in stored_and_loaded(part.target)[0]}
+        reads.update(loaded - bound - own)
+        bound.update(stored - own)
+
+    def run(statements) -> None:
+        for statement in statements:
+            if isinstance(statement, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try)):
+                for part in ast.iter_child_nodes(statement):  # the header: a test, an iterable, a context manager
+                    if not isinstance(part, (ast.stmt, ast.excepthandler)):
+                        visit(part)
+                run(statement.body)
+                for handler in getattr(statement, "handlers", []):
+                    if handler.type is not None:
+                        visit(handler.type)
+                    if handler.name:
+                        bound.add(handler.name)
+                    run(handler.body)
+                run(getattr(statement, "orelse", []))
+                run(getattr(statement, "finalbody", []))
+            else:
+                visit(statement)
+
+    run(tree.body)
+    return reads | function_global_reads(tree)
+
+
 def changed_names(before: dict, after: dict) -> list[str]:
     return [name for name, mark in before.items() if after.get(name) != mark]
 
@@ -77,6 +162,7 @@ class GuardedExecute(Execute):
         self.token = secrets.token_hex(8)
         self.review: list[str] = []  # reasons to grade by hand
         self.notes: list[str] = []  # what the student should know, not a reason to review
+        self._helper_reads = "unknown"  # computed at the first check (see _names_checked)
         with self.setup_kernel():
             info = self.wait_for_reply(self.kc.kernel_info())
             self.nb.metadata["language_info"] = info["content"]["language_info"]
@@ -106,13 +192,14 @@ class GuardedExecute(Execute):
                 cell.outputs = [failed_output("DeadKernelError", f"not run: the kernel died or broke in cell {died_in}")]
                 continue
             if is_check(cell):
-                reason = self._tampering(baseline, trusted_names, latest)
+                reason = self._tampering(baseline, trusted_names, latest, self._names_checked(cell))
                 if reason:
                     cell.outputs = [failed_output("TamperingDetected", f"{reason}; this check was not run and is left for manual review")]
                     cell.execution_count = None
                     self.review.append(f"cell {index} ({cell.metadata.nbgrader.get('grade_id')}): {reason}")
                     continue
             next_is_check = position + 1 < len(code_cells) and is_check(self.nb.cells[code_cells[position + 1]])
+            before = latest["namespace"]
             try:
                 self.preprocess_cell(cell, resources, index)
                 latest = self._probe("full" if next_is_check else "light", index)
@@ -136,18 +223,35 @@ class GuardedExecute(Execute):
                 # a thread of the student's own can patch what a check uses while it runs, and restore it after
                 self.review.append(f"cell {index}: started a thread ({', '.join(sorted(started))})")
             if is_trusted(cell):
+                # what this trusted cell bound itself; a name it left alone keeps whatever status it had
                 for name, mark in latest["namespace"].items():
-                    if trusted_names.get(name) != mark:
+                    if before.get(name) != mark:
                         trusted_names[name] = mark
                 for name in [name for name in trusted_names if name not in latest["namespace"]]:
                     del trusted_names[name]  # a trusted cell deleted it itself
             for event in latest["events"]:
                 self.review.append(f"cell {index}: {event}")
 
-    def _tampering(self, baseline: dict, trusted_names: dict, latest: dict) -> str:
+    def _names_checked(self, check) -> set[str] | None:
+        """What the check depends on among the notebook's names: those it reads, and those that the functions
+        of trusted cells read (a check may call them). A name a trusted cell bound that no check reads, such
+        as a check's own scratch `g`, may be rebound by a demo cell. None: every name counts."""
+        if self._helper_reads == "unknown":
+            self._helper_reads = set()
+            for cell in self.nb.cells:
+                if cell.cell_type == "code" and is_trusted(cell):
+                    tree = parse_cell(cell.source)
+                    if tree is None:
+                        self._helper_reads = None
+                        break
+                    self._helper_reads |= function_global_reads(tree)
+        read = names_read(check.source)
+        return None if read is None or self._helper_reads is None else read | self._helper_reads
+
+    def _tampering(self, baseline: dict, trusted_names: dict, latest: dict, names_checked: set[str] | None = None) -> str:
         """Why the check about to run cannot be trusted, or ''."""
         replaced = changed_names(baseline["watched"], latest["watched"])
-        rebound = changed_names(trusted_names, latest["namespace"])
+        rebound = [name for name in changed_names(trusted_names, latest["namespace"]) if names_checked is None or name in names_checked]
         reasons = []
         if replaced:
             reasons.append(f"student code replaced what the checks rely on: {summarise(replaced)}")
@@ -160,6 +264,7 @@ class GuardedExecute(Execute):
         nonce = secrets.token_hex(8)
         settings = {
             "mode": mode, "token": self.token, "nonce": nonce,
+            "preload": list(watched.PRELOADED_MODULES),
             "modules": list(watched.WATCHED_MODULES), "classes": list(watched.WATCHED_CLASSES),
             "private_builtins": list(watched.WATCHED_PRIVATE_BUILTINS),
             "per_request_builtins": list(watched.PER_REQUEST_BUILTINS),
@@ -183,7 +288,7 @@ class GuardedExecute(Execute):
                 return json.loads(line[len(marker):])
         errors = [f"{output.get('ename')}: {output.get('evalue')}" for output in cell.outputs if output.output_type == "error"]
         # The probe is ours and ran before in this kernel: if it cannot answer now, student code is in the way.
-        return {"watched": {"tamper probe": "no answer"}, "namespace": {}, "events": [
+        return {"watched": {"tamper probe": "no answer"}, "namespace": {}, "threads": [], "cwd": "", "events": [
             "the tamper probe got no answer" + (f" ({errors[0]})" if errors else "")]}
 
     def _report(self, resources) -> None:

@@ -25,7 +25,7 @@ def _grading_probe(settings):
     drain_event = "grading." + token
 
     if settings["mode"] == "baseline":
-        for name in settings["modules"] + [path.rsplit(".", 1)[0] for path in settings["classes"]]:
+        for name in settings["preload"] + settings["modules"] + [path.rsplit(".", 1)[0] for path in settings["classes"]]:
             try:
                 importlib.import_module(name)
             except Exception:
@@ -47,7 +47,10 @@ def _grading_probe(settings):
         text = "%x" % id(value)
         if isinstance(value, types.FunctionType):
             text += "/%x/%x" % (id(value.__code__), id(value.__defaults__))
-        version = getattr(value, "_version", None) if type(value).__module__.startswith("torch") else None
+        try:  # an inference-mode tensor has no version counter, and says so with a RuntimeError
+            version = getattr(value, "_version", None) if type(value).__module__.startswith("torch") else None
+        except RuntimeError:
+            version = None
         if isinstance(version, int):  # a tensor changed in place keeps its id but not its version
             text += "/v%d" % version
         return text

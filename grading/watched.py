@@ -23,6 +23,13 @@ WATCHED_MODULES = (
     "numpy.testing",
 )
 
+# Modules imported before the baseline fingerprint, as the labs' setup cells import them: importing
+# pyplot in a kernel registers IPython's inline-figure hook (post_execute) and reads, or builds,
+# matplotlib's font cache (a file outside the kernel's folder, and fc-list in a subprocess). Done by
+# a trusted setup cell after the baseline, each of these looked like a student's tampering. So did
+# torch._dynamo, which an optimizer's first step imports, and which wraps torch.manual_seed (about 2 s).
+PRELOADED_MODULES = ("matplotlib.pyplot", "matplotlib_inline.backend_inline", "torch._dynamo")
+
 # Classes whose methods the checks call on the student's results (`x == y`, `x.allclose(y)`).
 WATCHED_CLASSES = ("torch.Tensor", "torch.nn.Module", "numpy.ndarray")
 
@@ -42,7 +49,7 @@ WATCHED_KERNEL_METHODS = ("do_execute", "execute_request")
 
 # Threads that libraries start by themselves (tqdm's monitor); any other new thread is
 # student code that could patch and restore while a check runs.
-LIBRARY_THREADS = ("TMonitor",)
+LIBRARY_THREADS = ("TMonitor", "tqdm_monitor")
 
 # The packages this repository installs (pyproject.toml) hold the course's reference
 # functions: every module in them, and every class they define, is watched whole. Read

@@ -407,3 +407,50 @@ def test_passwords_are_redacted_and_task_keys_parse():
     assert redact("sqlite:////course/gradebook.db") == "sqlite:////course/gradebook.db"
     assert _job_of("grade-01_sampling-jo.ann-smith-2") == ("01_sampling", "jo.ann-smith")
     assert re.fullmatch(r"[A-Za-z0-9.-]+", "jo.ann-smith")
+
+
+def reference_answers(lab: str) -> dict[str, str]:
+    """A lab's reference answers by exercise: its solution cells without their marker lines."""
+    notebook = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    markers = ("### BEGIN SOLUTION", "### END SOLUTION")
+    return {cell.metadata.nbgrader["grade_id"]: "\n".join(line for line in cell.source.splitlines() if line.strip() not in markers)
+            for cell in notebook.cells if cell.get("metadata", {}).get("nbgrader", {}).get("solution")}
+
+
+@pytest.mark.slow
+def test_the_real_labs_graded_in_the_sandbox_score_full_marks_and_raise_no_alarm(tmp_path):
+    """Each lab's reference answers, graded as `make autograde` grades them (sandboxed, 2 workers): full marks,
+    nothing flagged. The labs' own setup and demo cells (pyplot's hooks and font cache, tqdm's thread,
+    a check's scratch names rebound by a later demo, inference-mode tensors) are not tampering."""
+    from conftest import LABS
+
+    root = tmp_path / "course"
+    for lab in LABS:
+        shutil.copytree(ROOT / "solutions" / lab, root / "solutions" / lab)
+        nbgrader("generate_assignment", lab, "--force", root=root)
+        notebook = nbformat.read(root / "labs" / lab / f"{lab}.ipynb", as_version=4)
+        answers = reference_answers(lab)
+        for cell in notebook.cells:
+            grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            if grade_id in answers:
+                cell.source = answers[grade_id]
+        (root / "submitted" / "reference" / lab).mkdir(parents=True)
+        nbformat.write(notebook, root / "submitted" / "reference" / lab / f"{lab}.ipynb")
+    log: list[str] = []
+    results = grade_class(Settings(root=root, workers=2, export=False, log=log.append), LABS)
+    assert sorted(result["lab"] for result in results) == LABS, log
+    for result in results:
+        assert result["status"] == "graded", result
+        assert result["score"] == result["max_score"] > 0, result
+        assert not result["review"] and not result["needs_manual_grade"], result
+
+
+def test_a_check_depends_on_the_names_it_reads_and_on_what_trusted_helpers_read():
+    from grading.executor import names_read
+
+    check = ("g = torch.Generator().manual_seed(0)\nx = noise(x)\nassert double(reference_input).sum() == 0\n"
+             "@decorate\ndef helper(a, scale=default_scale):\n    local = 1\n    return a + model(inputs) + local\n"
+             "helper(2)\n%time y = 1\nsquare = lambda q: q * weight")
+    assert names_read(check) == {"torch", "noise", "x", "double", "reference_input", "decorate", "default_scale",
+                                 "model", "inputs", "get_ipython", "weight"}
+    assert names_read("def broken(:") is None  # then every name counts
