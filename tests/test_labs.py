@@ -221,6 +221,27 @@ def test_solution_runs_end_to_end_outside_the_repository(tmp_path, lab):
     assert size < MAX_EXECUTED_NOTEBOOK_BYTES, f"{lab} with its outputs is {size / 1e6:.1f} MB; keep figures and animations smaller"
 
 
+# The course's own functions that answer an exercise (or most of one): a setup cell that imported
+# them would hand the answer out; the checks import them where they compare against them.
+ANSWERING_FUNCTIONS = {
+    "03_context": {"context_vector"},
+    "05_guidance": {"log_prob_gradient", "ClassifierGuidance", "ClassifierFreeGuidance"},
+    "06_distillation": {"ddim_x0_target", "run_teacher"},
+    "07_flow_matching": {"straightness", "EulerSampler", "HeunSampler"},
+}
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_no_setup_cell_imports_an_answer(lab):
+    import ast
+
+    setup = next(cell for cell in read(ROOT / "labs" / lab / f"{lab}.ipynb").cells if grade_id(cell) == "setup")
+    imported = {alias.asname or alias.name for node in ast.walk(ast.parse(setup.source))
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    assert not imported & ANSWERING_FUNCTIONS.get(lab, set()), f"{lab}'s setup imports {imported & ANSWERING_FUNCTIONS[lab]}"
+    assert "*" not in imported
+
+
 @pytest.mark.parametrize("lab", LABS)
 def test_solution_gets_full_marks(course, lab):
     result = grades(course, lab, "solution")
