@@ -14,7 +14,7 @@ RUN := PATH="$(BIN):$$PATH"
 CPU_ONLY_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX := $(if $(CPU_ONLY),--extra-index-url $(CPU_ONLY_INDEX))
 
-.PHONY: course test setup benchmark clean labs collect autograde feedback grades benchmark-grading
+.PHONY: course course-instructor test setup benchmark clean labs collect autograde feedback grades benchmark-grading
 
 setup: $(STAMP)
 
@@ -44,8 +44,15 @@ $(SYSTEM_STAMP): $(STAMP)
 	fi
 	@touch $(SYSTEM_STAMP)
 
+# The student's JupyterLab shows nbgrader's Validate button and none of the instructor's tools
+# (jupyter/student/README.md); course-instructor shows them all.
+AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)  # JupyterLab refuses root (a container, say) without it
+
 course: setup
-	PATH="$(BIN):$$PATH" $(BIN)/jupyter lab labs/
+	PATH="$(BIN):$$PATH" JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter/student" $(BIN)/jupyter lab labs/ $(AS_ROOT)
+
+course-instructor: setup
+	PATH="$(BIN):$$PATH" $(BIN)/jupyter lab $(AS_ROOT)
 
 test: $(TEST_STAMP) $(SYSTEM_STAMP)
 	$(RUN) $(BIN)/python -m pytest
