@@ -141,6 +141,19 @@ def names_read(source: str) -> set[str] | None:
     return reads | function_global_reads(tree)
 
 
+def trusted_function_reads(notebook) -> set[str] | None:
+    """What the functions of the locked cells read from the notebook's globals: a check may call them.
+    None if a locked cell does not parse (then every name counts)."""
+    reads = set()
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and is_trusted(cell):
+            tree = parse_cell(cell.source)
+            if tree is None:
+                return None
+            reads |= function_global_reads(tree)
+    return reads
+
+
 def changed_names(before: dict, after: dict) -> list[str]:
     return [name for name, mark in before.items() if after.get(name) != mark]
 
@@ -162,7 +175,6 @@ class GuardedExecute(Execute):
         self.token = secrets.token_hex(8)
         self.review: list[str] = []  # reasons to grade by hand
         self.notes: list[str] = []  # what the student should know, not a reason to review
-        self._helper_reads = "unknown"  # computed at the first check (see _names_checked)
         with self.setup_kernel():
             info = self.wait_for_reply(self.kc.kernel_info())
             self.nb.metadata["language_info"] = info["content"]["language_info"]
@@ -183,6 +195,7 @@ class GuardedExecute(Execute):
             self.review.append("the grading kernel did not start or did not answer the tamper probe")
             return
         trusted_names = dict(baseline["namespace"])
+        helper_reads = trusted_function_reads(self.nb)
         known_threads = set(baseline["threads"])
         latest = baseline
         died_in = None
@@ -192,7 +205,11 @@ class GuardedExecute(Execute):
                 cell.outputs = [failed_output("DeadKernelError", f"not run: the kernel died or broke in cell {died_in}")]
                 continue
             if is_check(cell):
-                reason = self._tampering(baseline, trusted_names, latest, self._names_checked(cell))
+                # what the check depends on among the notebook's names: those it or a locked cell's functions read;
+                # a name no check reads, such as a check's own scratch `g`, may be rebound by a later demo cell
+                read = names_read(cell.source)
+                names_checked = None if read is None or helper_reads is None else read | helper_reads
+                reason = self._tampering(baseline, trusted_names, latest, names_checked)
                 if reason:
                     cell.outputs = [failed_output("TamperingDetected", f"{reason}; this check was not run and is left for manual review")]
                     cell.execution_count = None
@@ -231,22 +248,6 @@ class GuardedExecute(Execute):
                     del trusted_names[name]  # a trusted cell deleted it itself
             for event in latest["events"]:
                 self.review.append(f"cell {index}: {event}")
-
-    def _names_checked(self, check) -> set[str] | None:
-        """What the check depends on among the notebook's names: those it reads, and those that the functions
-        of trusted cells read (a check may call them). A name a trusted cell bound that no check reads, such
-        as a check's own scratch `g`, may be rebound by a demo cell. None: every name counts."""
-        if self._helper_reads == "unknown":
-            self._helper_reads = set()
-            for cell in self.nb.cells:
-                if cell.cell_type == "code" and is_trusted(cell):
-                    tree = parse_cell(cell.source)
-                    if tree is None:
-                        self._helper_reads = None
-                        break
-                    self._helper_reads |= function_global_reads(tree)
-        read = names_read(check.source)
-        return None if read is None or self._helper_reads is None else read | self._helper_reads
 
     def _tampering(self, baseline: dict, trusted_names: dict, latest: dict, names_checked: set[str] | None = None) -> str:
         """Why the check about to run cannot be trusted, or ''."""
