@@ -51,6 +51,11 @@ def predict_x0(x_t, eps_hat, alpha_bar_t):
 def predict_x0(x_t, eps_hat, alpha_bar_t):
     return (x_t - (1 - alpha_bar_t).sqrt() * eps_hat) / alpha_bar_t
 ''', WRONG),
+        ("predict_x0", "x_t changed in place", '''
+def predict_x0(x_t, eps_hat, alpha_bar_t):
+    x_t -= (1 - alpha_bar_t).sqrt() * eps_hat
+    return x_t.div_(alpha_bar_t.sqrt())
+''', WRONG),
         ("reverse_step", "the posterior mean of x0_hat and x_t (Ho et al. eq. 7)", '''
 def reverse_step(x_t, eps_hat, t, noise, q):
     abar, abar_prev = q["alpha_bars"][t], q["alpha_bars"][t - 1]
@@ -91,6 +96,17 @@ def sample_ddpm(model, q, x_T, noises, keep_every=50):
         x = reverse_step(x, eps_hat, t, noises[t - 1], q)
     return x, frames
 ''', WRONG),
+        ("sample_ddpm", "a frame every keep_every steps counted from T", '''
+def sample_ddpm(model, q, x_T, noises, keep_every=50):
+    T = len(q["betas"]) - 1
+    x, frames = x_T, []
+    for t in range(T, 0, -1):
+        eps_hat = model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
+        if (T - t) % keep_every == 0:
+            frames.append((t, x, predict_x0(x, eps_hat, q["alpha_bars"][t])))
+        x = reverse_step(x, eps_hat, t, noises[t], q)
+    return x, frames
+''', WRONG),
         ("answer_no_noise", "the right letter in capitals, with a space", '''
 answer = " C"
 ''', CORRECT),
@@ -126,6 +142,11 @@ def denoising_loss(model, x0, t, noise, alpha_bars):
     prediction = model(perturb(x0, t, noise, alpha_bars), t)
     return ((prediction - noise) ** 2).mean()
 ''', CORRECT),
+        ("denoising_loss", "the model called with t / T", '''
+def denoising_loss(model, x0, t, noise, alpha_bars):
+    T = len(alpha_bars) - 1
+    return F.mse_loss(model(perturb(x0, t, noise, alpha_bars), t / T), noise)
+''', WRONG),
         ("denoising_loss", "the sum of squares instead of the mean", '''
 def denoising_loss(model, x0, t, noise, alpha_bars):
     prediction = model(perturb(x0, t, noise, alpha_bars), t)
@@ -145,6 +166,20 @@ def optimisation_step(model, optimizer, x0, t, noise, alpha_bars):
     loss.backward()
     optimizer.step()
     return loss.item()
+''', WRONG),
+        ("train", "the batch left on the CPU, never moved to data.device", '''
+def train(model, optimizer, data, alpha_bars, n_steps, batch_size, generator, callback=None):
+    T = len(alpha_bars) - 1
+    losses = []
+    for step in range(1, n_steps + 1):
+        index = torch.randint(len(data), (batch_size,), generator=generator)
+        x0 = data[index]
+        t = draw_timesteps(batch_size, T, generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        losses.append(optimisation_step(model, optimizer, x0, t, noise, alpha_bars))
+        if callback is not None:
+            callback(step, losses[-1])
+    return losses
 ''', WRONG),
         ("train", "callback told the step counted from 0", '''
 def train(model, optimizer, data, alpha_bars, n_steps, batch_size, generator, callback=None):
@@ -197,6 +232,23 @@ def context_vectors(requests):
         rows.append(row / row.sum() if row.sum() > 0 else row)
     return torch.stack(rows) if rows else torch.zeros(0, 9)
 ''', CORRECT),
+        ("context_vectors", "an unknown name inside a mixture silently left out", '''
+def context_vectors(requests):
+    rows = torch.zeros(len(requests), len(GROUPS))
+    for i, request in enumerate(requests):
+        if request is None:
+            continue
+        if isinstance(request, str):
+            if request not in GROUPS:
+                raise ValueError(f"unknown group {request!r}")
+            rows[i, GROUPS.index(request)] = 1.0
+            continue
+        for name, weight in request.items():
+            if name in GROUPS:
+                rows[i, GROUPS.index(name)] += weight
+        rows[i] /= rows[i].sum()
+    return rows
+''', WRONG),
         ("context_vectors", "mixtures not normalised", '''
 def context_vectors(requests):
     rows = torch.zeros(len(requests), len(GROUPS))
@@ -233,6 +285,16 @@ def context_loss(model, schedule, x0, contexts, t, noise, p_uncond, generator):
     s = schedule.sqrt_one_minus_alpha_bars[t].view(-1, 1, 1, 1)
     return F.mse_loss(noise, model(a * x0 + s * noise, t, dropped))
 ''', CORRECT),
+        ("context_loss", "the keep probability 1 - p passed as the drop probability", '''
+def context_loss(model, schedule, x0, contexts, t, noise, p_uncond, generator):
+    dropped = drop_context(contexts, 1 - p_uncond, generator)
+    return F.mse_loss(model(schedule.add_noise(x0, t, noise), t, dropped), noise)
+''', WRONG),
+        ("context_loss", "a fixed drop probability of one half", '''
+def context_loss(model, schedule, x0, contexts, t, noise, p_uncond, generator):
+    dropped = drop_context(contexts, 0.5, generator)
+    return F.mse_loss(model(schedule.add_noise(x0, t, noise), t, dropped), noise)
+''', WRONG),
         ("context_loss", "the contexts passed on without dropout", '''
 def context_loss(model, schedule, x0, contexts, t, noise, p_uncond, generator):
     drop_context(contexts, p_uncond, generator)
@@ -292,6 +354,14 @@ def timestep_grid(T, n_steps):
         ("timestep_grid", "truncated instead of rounded", '''
 def timestep_grid(T, n_steps):
     return [int(v) for v in torch.linspace(T, 0, n_steps + 1)]
+''', WRONG),
+        ("timestep_grid", "a long tensor instead of a list", '''
+def timestep_grid(T, n_steps):
+    return torch.linspace(T, 0, n_steps + 1).round().long()
+''', CORRECT),
+        ("timestep_grid", "rounded floats, which cannot index alpha_bars", '''
+def timestep_grid(T, n_steps):
+    return torch.linspace(T, 0, n_steps + 1).round().tolist()
 ''', WRONG),
         ("sample_ddim", "levels walked by index", '''
 def sample_ddim(model, alpha_bars, x_T, n_steps, eta=0.0, noises=None):
@@ -440,6 +510,31 @@ def sample_classifier_guided(model, classifier, sampler, x_T, labels, scale, n_s
         x, _ = sampler.step(guided, t, t_prev, x)
     return x
 ''', WRONG),
+        ("sample_classifier_guided", "the model and the classifier called at t_prev", '''
+def sample_classifier_guided(model, classifier, sampler, x_T, labels, scale, n_steps):
+    x = x_T
+    for t, t_prev in sampler.timesteps(n_steps):
+        t_batch = torch.full((x.shape[0],), t_prev, dtype=torch.long, device=x.device)
+        eps_hat = model(x, t_batch)
+        gradient = log_prob_gradient(classifier, x, t_batch, labels)
+        guided = classifier_guided_eps(eps_hat, gradient, scale, sampler.schedule.sqrt_one_minus_alpha_bars[t])
+        x, _ = sampler.step(guided, t, t_prev, x)
+    return x
+''', WRONG),
+        ("sample_classifier_guided", "only the classifier called at t_prev", '''
+def sample_classifier_guided(model, classifier, sampler, x_T, labels, scale, n_steps):
+    x = x_T
+    for t, t_prev in sampler.timesteps(n_steps):
+        eps_hat = model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
+        gradient = log_prob_gradient(classifier, x, torch.full((x.shape[0],), t_prev, dtype=torch.long, device=x.device), labels)
+        guided = classifier_guided_eps(eps_hat, gradient, scale, sampler.schedule.sqrt_one_minus_alpha_bars[t])
+        x, _ = sampler.step(guided, t, t_prev, x)
+    return x
+''', WRONG),
+        ("cfg_combine", "the same combination rearranged: cond + w (cond - uncond)", '''
+def cfg_combine(eps_cond, eps_uncond, w):
+    return eps_cond + w * (eps_cond - eps_uncond)
+''', CORRECT),
         ("cfg_combine", "as an extrapolation from the unconditional prediction", '''
 def cfg_combine(eps_cond, eps_uncond, w):
     return eps_uncond + (1 + w) * (eps_cond - eps_uncond)
@@ -484,6 +579,11 @@ def one_step_sample(student, schedule, noise):
     t = torch.full((noise.shape[0],), T, dtype=torch.long, device=noise.device)
     v = student(noise, t)
     return schedule.alpha_bars[T] * noise - (1 - schedule.alpha_bars[T]) * v
+''', WRONG),
+        ("one_step_sample", "the lab's global T instead of the schedule's", '''
+def one_step_sample(student, schedule, noise):
+    t = torch.full((noise.shape[0],), T, dtype=torch.long, device=noise.device)
+    return schedule.sqrt_alpha_bars[T] * noise - schedule.sqrt_one_minus_alpha_bars[T] * student(noise, t)
 ''', WRONG),
         ("distillation_loss", "the mean of squares written out", '''
 def distillation_loss(student, schedule, noise, targets):
