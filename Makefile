@@ -30,17 +30,19 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 	$(BIN)/python -m pip install --quiet -r requirements-test.txt
 	@touch $(TEST_STAMP)
 
-# What the grading tests need beyond PyPI: bubblewrap (the sandbox) and a PostgreSQL server
-# (tests/test_grading.py starts its own). Installed with apt as root; otherwise the exact command.
+# What the tests need beyond PyPI: bubblewrap (the grading sandbox), a PostgreSQL server
+# (tests/test_grading.py starts its own) and Chromium (tests/test_browser.py drives it with
+# Playwright). Installed with apt as root; otherwise the exact command.
 SYSTEM_STAMP := $(VENV)/.installed-system
-SYSTEM_PACKAGES := postgresql bubblewrap
+SYSTEM_PACKAGES := postgresql bubblewrap chromium
 $(SYSTEM_STAMP): $(STAMP)
-	@if command -v bwrap >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; then :; \
+	@if command -v bwrap >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1 \
+		&& { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null || exit 1; \
 	else \
-		echo "the grading tests need bubblewrap and PostgreSQL: run  sudo apt-get update && sudo apt-get install -y $(SYSTEM_PACKAGES)  then make test again"; exit 1; \
+		echo "the tests need bubblewrap, PostgreSQL and Chromium: run  sudo apt-get update && sudo apt-get install -y $(SYSTEM_PACKAGES)  then make test again"; exit 1; \
 	fi
 	@touch $(SYSTEM_STAMP)
 

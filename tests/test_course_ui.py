@@ -36,19 +36,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def jupyterlab(tmp_path: Path, student: bool):
-    """A JupyterLab server on a loopback port, started as the Makefile's target does; stopped afterwards."""
+def jupyterlab(tmp_path: Path, student: bool, root_dir: Path = ROOT / "labs", user_settings: dict | None = None):
+    """A JupyterLab server on a loopback port, started as the Makefile's target does; stopped afterwards.
+
+    `user_settings` maps a settings id ("@jupyterlab/notebook-extension:tracker") to the settings
+    a user would have saved for it."""
     port = free_port()
+    for plugin, values in (user_settings or {}).items():
+        package, name = plugin.split(":")
+        path = tmp_path / "user-config" / "lab" / "user-settings" / package / f"{name}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "JUPYTER_CONFIG_DIR": str(tmp_path / "user-config"),  # no settings of the machine's user
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     env.pop("JUPYTER_CONFIG_PATH", None)
+    env.pop("NBGRADER_EXECUTION", None)  # a student's kernel, not the autograder's
     if student:
         env["JUPYTER_CONFIG_PATH"] = str(ROOT / "jupyter" / "student")
     log = open(tmp_path / f"jupyterlab-{'student' if student else 'instructor'}.log", "w")
     server = subprocess.Popen(
         [str(BIN / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={ROOT / 'labs'}"] + (["--allow-root"] if os.geteuid() == 0 else []),
+         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root_dir}"] + (["--allow-root"] if os.geteuid() == 0 else []),
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
