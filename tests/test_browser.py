@@ -30,6 +30,8 @@ WIDGET_TIMEOUT_MS = 30_000
 # JupyterLab 4 draws only the cells in view ("windowing"); a student's setting that draws all of them
 # lets the test read every cell's output from the page.
 SETTINGS = {"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}}
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook in view, not one left open in another tab
+CELLS = f"{PANEL} .jp-Notebook .jp-Cell"
 
 
 def chromium_path() -> str:
@@ -86,7 +88,7 @@ def browser_course(tmp_path_factory):
 def run_cells(page, count: int, total: int) -> None:
     """Run the first `count` cells with the Run menu, as a student would."""
     if count < total:  # select the first cell not to run, then "Run All Above Selected Cell"
-        page.locator(".jp-Notebook .jp-Cell").nth(count).locator(".jp-InputPrompt").click()
+        page.locator(CELLS).nth(count).locator(".jp-InputPrompt").click()
         label = "Run All Above Selected Cell"
     else:
         label = "Run All Cells"
@@ -97,8 +99,8 @@ def run_cells(page, count: int, total: int) -> None:
 def wait_until_idle(page) -> None:
     page.wait_for_timeout(1000)
     page.wait_for_function(
-        "() => ![...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')].some(e => e.textContent.includes('*'))"
-        " && document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'",
+        f"() => ![...document.querySelectorAll('{PANEL} .jp-InputPrompt')].some(e => e.textContent.includes('*'))"
+        f" && document.querySelector('{PANEL} .jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'",
         timeout=CELL_TIMEOUT_MS, polling=500)
 
 
@@ -117,11 +119,11 @@ def test_lab_runs_in_the_students_jupyterlab(browser_course, lab):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
     try:
-        page.goto(f"{base}/lab/tree/{path}?token={TOKEN}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell")
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-        assert page.locator(".jp-Notebook .jp-Cell").count() == total
-        assert page.get_by_text("Validate", exact=True).count() >= 1, "the student's Validate button is missing"
+        page.goto(f"{base}/lab/workspaces/{lab}/tree/{path}?token={TOKEN}")  # a workspace of its own: no other lab open
+        page.wait_for_selector(CELLS)
+        page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']")
+        assert page.locator(CELLS).count() == total
+        assert page.locator(PANEL).get_by_text("Validate", exact=True).count() >= 1, "the student's Validate button is missing"
         start = time.perf_counter()
         run_cells(page, count, total)
         wait_until_idle(page)
@@ -129,7 +131,7 @@ def test_lab_runs_in_the_students_jupyterlab(browser_course, lab):
         page.screenshot(path=str(screenshots / f"{lab}.png"), full_page=True)
 
         for index in widget_cells(notebook):
-            cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+            cell = page.locator(CELLS).nth(index)
             cell.scroll_into_view_if_needed()
             assert cell.locator(".widget-slider").count() >= 1, f"cell {index}: the widget did not render"
             assert "Error displaying widget" not in cell.inner_text()

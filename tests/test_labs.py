@@ -221,6 +221,62 @@ def test_solution_runs_end_to_end_outside_the_repository(tmp_path, lab):
     assert size < MAX_EXECUTED_NOTEBOOK_BYTES, f"{lab} with its outputs is {size / 1e6:.1f} MB; keep figures and animations smaller"
 
 
+def test_yours_or_course_falls_back_only_on_an_unfinished_exercise(capsys):
+    from shared.checks import yours_or_course
+
+    def unfinished(x):
+        raise NotImplementedError("replace this line with your code")
+
+    def buggy(x):
+        raise ValueError("a bug of the student's")
+
+    def course(x):
+        return x + 1
+
+    assert yours_or_course(unfinished, course, 98, 0) is course
+    assert yours_or_course(unfinished, course, 98, 0) is course
+    assert capsys.readouterr().out.count("Exercise 98 (unfinished)") == 1  # named once
+    assert yours_or_course(course, None, 99, 0) is course
+    with pytest.raises(ValueError, match="a bug"):
+        yours_or_course(buggy, course, 99, 0)
+
+
+# Labs whose demos fall back on the course's functions (shared.checks.yours_or_course) while an exercise is
+# unfinished. Not Lab 2: its demos train with the student's own loop, and a stand-in for it would print the
+# answer to four of its exercises; an unfinished Lab 2 stops at its first training demo.
+DEMOS_SURVIVE_UNFINISHED = [lab for lab in LABS if lab != "02_training"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", DEMOS_SURVIVE_UNFINISHED)
+def test_demos_survive_unfinished_exercises(tmp_path, lab):
+    """A student who runs the whole released lab with no exercise done sees errors only in the exercises and their checks:
+    a demo that needs an unfinished exercise says which one and draws with the course's version instead."""
+    from nbclient import NotebookClient
+
+    folder = tmp_path / lab
+    shutil.copytree(ROOT / "labs" / lab, folder)
+    notebook = read(folder / f"{lab}.ipynb")
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(folder)}})
+    old = dict(os.environ)
+    os.environ.update(PATH=ENV["PATH"], NBGRADER_EXECUTION="autograde")  # the demos' small sizes: this test reads errors, not pictures
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    is_exercise = lambda cell: any(cell.metadata.get("nbgrader", {}).get(key) for key in ("grade", "solution"))
+    crashed = [f"cell {i} ({grade_id(cell) or 'demo'}): {output.ename}: {output.evalue}"
+               for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and not is_exercise(cell)
+               for output in cell.outputs if output.output_type == "error"]
+    assert not crashed, "cells other than the checks crashed on an unfinished lab:\n" + "\n".join(crashed)
+    printed = "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs)
+    assert "is not finished: the demos use the course's version meanwhile" in printed, "no demo said which exercise to finish"
+    checks = [cell for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade")]
+    assert all(any(o.output_type == "error" for o in cell.outputs) for cell in checks), "every check fails on an unfinished lab"
+
+
 # The course's own functions that answer an exercise (or most of one): a setup cell that imported
 # them would hand the answer out; the checks import them where they compare against them.
 ANSWERING_FUNCTIONS = {
