@@ -216,6 +216,52 @@ def load_checkpoint(path, model, optimizer):
     model.load_state_dict(state["model"])
     return state["step"]
 ''', WRONG),
+        ("prediction_target", "a table of the three targets", '''
+def prediction_target(x0, noise, alpha_bar_t, kind):
+    targets = {"eps": lambda: noise, "x0": lambda: x0,
+               "v": lambda: torch.sqrt(alpha_bar_t) * noise - torch.sqrt(1 - alpha_bar_t) * x0}
+    if kind not in targets:
+        raise ValueError(f"unknown prediction kind {kind!r}")
+    return targets[kind]()
+''', CORRECT),
+        ("prediction_target", "v with the opposite sign", '''
+def prediction_target(x0, noise, alpha_bar_t, kind):
+    if kind == "eps":
+        return noise
+    if kind == "x0":
+        return x0
+    if kind == "v":
+        return (1 - alpha_bar_t).sqrt() * x0 - alpha_bar_t.sqrt() * noise
+    raise ValueError(kind)
+''', WRONG),
+        ("prediction_target", "v with x0 and the noise swapped", '''
+def prediction_target(x0, noise, alpha_bar_t, kind):
+    if kind == "eps":
+        return noise
+    if kind == "x0":
+        return x0
+    if kind == "v":
+        return alpha_bar_t.sqrt() * x0 - (1 - alpha_bar_t).sqrt() * noise
+    raise ValueError(kind)
+''', WRONG),
+        ("prediction_target", "alpha-bar where its square root belongs", '''
+def prediction_target(x0, noise, alpha_bar_t, kind):
+    if kind == "eps":
+        return noise
+    if kind == "x0":
+        return x0
+    if kind == "v":
+        return alpha_bar_t * noise - (1 - alpha_bar_t) * x0
+    raise ValueError(kind)
+''', WRONG),
+        ("prediction_target", "an unknown kind falls through to v", '''
+def prediction_target(x0, noise, alpha_bar_t, kind):
+    if kind == "eps":
+        return noise
+    if kind == "x0":
+        return x0
+    return alpha_bar_t.sqrt() * noise - (1 - alpha_bar_t).sqrt() * x0
+''', WRONG),
     ],
     "03_context": [
         ("context_vectors", "rows built as lists and stacked", '''
@@ -328,6 +374,32 @@ def context_sweep(group_a, group_b, n):
     a, b = context_vectors([group_a, group_b])
     weights = torch.linspace(0, 1, n)[:, None]
     return weights * a + (1 - weights) * b
+''', WRONG),
+        ("film", "scale and shift by view and unbind, the product by addcmul", '''
+def film(features, embedding, film_layer):
+    B, C = features.shape[:2]
+    scale, shift = film_layer(embedding).view(B, 2, C, 1, 1).unbind(1)
+    return torch.addcmul(shift, features, 1 + scale)
+''', CORRECT),
+        ("film", "the scale without the 1 +", '''
+def film(features, embedding, film_layer):
+    scale, shift = film_layer(embedding)[:, :, None, None].chunk(2, dim=1)
+    return features * scale + shift
+''', WRONG),
+        ("film", "the halves read the other way: shift first", '''
+def film(features, embedding, film_layer):
+    shift, scale = film_layer(embedding)[:, :, None, None].chunk(2, dim=1)
+    return features * (1 + scale) + shift
+''', WRONG),
+        ("film", "shifted before it is scaled", '''
+def film(features, embedding, film_layer):
+    scale, shift = film_layer(embedding)[:, :, None, None].chunk(2, dim=1)
+    return (features + shift) * (1 + scale)
+''', WRONG),
+        ("film", "the features changed in place", '''
+def film(features, embedding, film_layer):
+    scale, shift = film_layer(embedding)[:, :, None, None].chunk(2, dim=1)
+    return features.mul_(1 + scale).add_(shift)
 ''', WRONG),
     ],
     "04_fast_sampling": [
@@ -554,6 +626,26 @@ def cfg_eps(model, x, t, contexts, w):
     output = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([torch.zeros_like(contexts), contexts]))
     eps_cond, eps_uncond = output.chunk(2)
     return cfg_combine(eps_cond, eps_uncond, w)
+''', WRONG),
+        ("implicit_classifier_gradient", "the unconditional score minus the conditional one, by reciprocal", '''
+def implicit_classifier_gradient(eps_cond, eps_uncond, sqrt_one_minus_abar):
+    return (eps_uncond - eps_cond) * sqrt_one_minus_abar.reciprocal()
+''', CORRECT),
+        ("implicit_classifier_gradient", "the sign flipped: conditional minus unconditional", '''
+def implicit_classifier_gradient(eps_cond, eps_uncond, sqrt_one_minus_abar):
+    return (eps_cond - eps_uncond) / sqrt_one_minus_abar
+''', WRONG),
+        ("implicit_classifier_gradient", "multiplied by sqrt(1 - abar) instead of divided", '''
+def implicit_classifier_gradient(eps_cond, eps_uncond, sqrt_one_minus_abar):
+    return -(eps_cond - eps_uncond) * sqrt_one_minus_abar
+''', WRONG),
+        ("implicit_classifier_gradient", "divided by 1 - abar, the square", '''
+def implicit_classifier_gradient(eps_cond, eps_uncond, sqrt_one_minus_abar):
+    return (eps_uncond - eps_cond) / sqrt_one_minus_abar ** 2
+''', WRONG),
+        ("implicit_classifier_gradient", "the difference alone, no division", '''
+def implicit_classifier_gradient(eps_cond, eps_uncond, sqrt_one_minus_abar):
+    return eps_uncond - eps_cond
 ''', WRONG),
     ],
     "06_distillation": [
