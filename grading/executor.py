@@ -175,6 +175,7 @@ class GuardedExecute(Execute):
         self.token = secrets.token_hex(8)
         self.review: list[str] = []  # reasons to grade by hand
         self.notes: list[str] = []  # what the student should know, not a reason to review
+        self.preload = watched.modules_to_preload([cell.source for cell in nb.cells if cell.cell_type == "code"])
         with self.setup_kernel():
             info = self.wait_for_reply(self.kc.kernel_info())
             self.nb.metadata["language_info"] = info["content"]["language_info"]
@@ -265,7 +266,7 @@ class GuardedExecute(Execute):
         nonce = secrets.token_hex(8)
         settings = {
             "mode": mode, "token": self.token, "nonce": nonce,
-            "preload": list(watched.PRELOADED_MODULES),
+            "preload": self.preload,
             "modules": list(watched.WATCHED_MODULES), "classes": list(watched.WATCHED_CLASSES),
             "private_builtins": list(watched.WATCHED_PRIVATE_BUILTINS),
             "per_request_builtins": list(watched.PER_REQUEST_BUILTINS),

@@ -21,7 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-from traitlets.config import Config
+# jsonschema, which nbformat imports, builds rfc3987-syntax's grammar when it is installed (about
+# 1.4 s, for IRI formats that no notebook schema uses): one grading process per submission would
+# pay it every time. Without it, jsonschema simply has no IRI format checker.
+sys.modules.setdefault("rfc3987_syntax", None)
+
+from traitlets.config import Config  # noqa: E402
 
 RESULT_PREFIX = "GRADING-RESULT "
 

@@ -5,6 +5,7 @@ they call. Before any student cell runs, the grader fingerprints everything name
 fingerprint that has changed when a check is about to run marks the submission for review.
 """
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -26,9 +27,20 @@ WATCHED_MODULES = (
 # Modules imported before the baseline fingerprint, as the labs' setup cells import them: importing
 # pyplot in a kernel registers IPython's inline-figure hook (post_execute) and reads, or builds,
 # matplotlib's font cache (a file outside the kernel's folder, and fc-list in a subprocess). Done by
-# a trusted setup cell after the baseline, each of these looked like a student's tampering. So did
-# torch._dynamo, which an optimizer's first step imports, and which wraps torch.manual_seed (about 2 s).
-PRELOADED_MODULES = ("matplotlib.pyplot", "matplotlib_inline.backend_inline", "torch._dynamo")
+# a trusted setup cell after the baseline, each of these looked like a student's tampering.
+PRELOADED_MODULES = ("matplotlib.pyplot", "matplotlib_inline.backend_inline")
+
+# Modules preloaded only for a notebook whose code matches the pattern: torch._dynamo, which an
+# optimizer's first step imports and which wraps torch.manual_seed, takes about a second to import,
+# and most labs never train. A notebook that reaches it without a match is flagged for review.
+PRELOADED_WHEN_USED = {"torch._dynamo": r"\boptim\b|\bcompile\b|dynamo"}
+
+
+def modules_to_preload(sources: list[str]) -> list[str]:
+    """PRELOADED_MODULES, and those of PRELOADED_WHEN_USED that the code in `sources` may import."""
+    text = "\n".join(sources)
+    return list(PRELOADED_MODULES) + [module for module, words in PRELOADED_WHEN_USED.items() if re.search(words, text)]
+
 
 # Classes whose methods the checks call on the student's results (`x == y`, `x.allclose(y)`).
 WATCHED_CLASSES = ("torch.Tensor", "torch.nn.Module", "numpy.ndarray")

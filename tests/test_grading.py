@@ -409,6 +409,16 @@ def test_passwords_are_redacted_and_task_keys_parse():
     assert re.fullmatch(r"[A-Za-z0-9.-]+", "jo.ann-smith")
 
 
+def test_torch_dynamo_is_preloaded_only_for_notebooks_that_may_train():
+    from grading.watched import modules_to_preload
+
+    assert "torch._dynamo" in modules_to_preload(["import torch", "optimizer = torch.optim.Adam(model.parameters())"])
+    assert "torch._dynamo" in modules_to_preload(["from torch.optim import SGD"])
+    assert "torch._dynamo" in modules_to_preload(["fast = torch.compile(model)"])
+    assert "torch._dynamo" not in modules_to_preload(["# the optimal guidance scale", "optimizer_free = 1"])
+    assert "matplotlib.pyplot" in modules_to_preload([])
+
+
 def reference_answers(lab: str) -> dict[str, str]:
     """A lab's reference answers by exercise: its solution cells without their marker lines."""
     notebook = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
