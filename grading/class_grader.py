@@ -4,7 +4,8 @@
    gradebook (`nbgrader generate_assignment` if it is not there yet), the students added.
 2. Parallel: one task per (lab, student) on a Dask cluster (a LocalCluster of one
    single-threaded worker per core, or SCHEDULER=tcp://HOST:8786); each task runs
-   `python -m grading.submission` in a process of its own. A worker that dies takes its
+   `python -m grading.submission` in a process of its own, forked from the worker's warm
+   grading process (warm.py) so that it skips nbgrader's imports. A worker that dies takes its
    grading processes with it and Dask runs its tasks on another worker; a failed
    submission is tried once more, then reported with its reason.
 3. Serial: grades.csv exported.
@@ -21,14 +22,16 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grading import intake
+from grading import intake, warm
 from grading.submission import RESULT_PREFIX
 
 SUBMISSION_TIMEOUT_SECONDS = 1800  # a lab has at most a few dozen cells of at most 300 s; beyond this something hangs
@@ -183,32 +186,105 @@ def already_graded(settings: Settings, lab: str, student: str) -> bool:
     return True
 
 
-def grade_one(root: str, lab: str, student: str, db_url: str, unsandboxed: bool, memory_limit: int) -> dict:
-    """A Dask task: one submission graded by `python -m grading.submission` in a process group of its own.
-
-    The child watches its stdin: if this worker dies, the pipe closes and the child kills its
-    group at once (and bubblewrap the kernel), so a retry elsewhere never races a leftover.
-    """
-    command = [sys.executable, "-m", "grading.submission", "--root", root, "--lab", lab, "--student", student,
-               "--memory-limit", str(memory_limit), "--watch-stdin"] + (["--unsandboxed"] if unsandboxed else [])
+def grading_environment() -> dict:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core per worker: more threads only fight
     env.pop("NBGRADER_EXECUTION", None)
-    if db_url:
-        env["GRADING_DB_URL"] = db_url
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=repository_root(), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    # Not communicate(): it would close stdin, the pipe whose end tells the child that we are gone.
-    timer = threading.Timer(SUBMISSION_TIMEOUT_SECONDS, os.killpg, (process.pid, signal.SIGKILL))
-    timer.start()
+    env.pop("GRADING_DB_URL", None)  # given to each submission's process alone
+    return env
+
+
+# This worker's warm grading processes (grading/warm.py), one per course: (process, socket path).
+WARM_PROCESSES: dict[str, tuple[subprocess.Popen, str]] = {}
+WARM_LOCK = threading.Lock()
+
+
+def warm_socket(root: str, restart: bool = False) -> str:
+    """The socket of this worker's warm grading process for `root`, started if it is not running."""
+    with WARM_LOCK:
+        process, path = WARM_PROCESSES.get(root, (None, ""))
+        if process is not None and (restart or process.poll() is not None):
+            stop_process(process)
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+            process = None
+        if process is None:
+            path = os.path.join(tempfile.mkdtemp(prefix="grading-warm-"), "socket")  # a folder only we can open
+            process = subprocess.Popen([sys.executable, "-m", "grading.warm", "--socket", path, "--course", root],
+                                       cwd=repository_root(), env=grading_environment(), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            lines = []
+            for line in iter(process.stdout.readline, b""):
+                if line.decode(errors="replace").strip() == warm.READY:
+                    break
+                lines.append(line.decode(errors="replace"))
+            else:
+                stop_process(process)
+                raise RuntimeError("the warm grading process did not start: " + "".join(lines)[-1000:])
+            WARM_PROCESSES[root] = (process, path)
+        return path
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Close a warm process's stdin, which tells it to exit; the submissions it started are not waited for."""
+    process.stdin.close()
     try:
-        output = process.stdout.read()
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    finally:
-        timer.cancel()
-        process.stdin.close()
-    if process.returncode == -signal.SIGKILL and time.perf_counter() - started >= SUBMISSION_TIMEOUT_SECONDS:
+
+
+def stop_warm_processes() -> int:
+    """Stop this worker's warm grading processes (run on every worker when a class is graded)."""
+    with WARM_LOCK:
+        for process, path in WARM_PROCESSES.values():
+            stop_process(process)
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+        stopped = len(WARM_PROCESSES)
+        WARM_PROCESSES.clear()
+    return stopped
+
+
+def grade_one(root: str, lab: str, student: str, db_url: str, unsandboxed: bool, memory_limit: int) -> dict:
+    """A Dask task: one submission graded by a fork of this worker's warm grading process (grading/warm.py).
+
+    The child is `python -m grading.submission` with nbgrader already imported, in a session of its
+    own, talking over a Unix socket: if this worker dies, the socket closes and the child kills its
+    group at once (and bubblewrap the kernel), so a retry elsewhere never races a leftover.
+    """
+    argv = ["--root", root, "--lab", lab, "--student", student, "--memory-limit", str(memory_limit)]
+    request = json.dumps({"argv": argv + (["--unsandboxed"] if unsandboxed else []),
+                          "env": {"GRADING_DB_URL": db_url} if db_url else {}}) + "\n"
+    started = time.perf_counter()
+    for attempt in (1, 2):
+        try:
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            connection.connect(warm_socket(root, restart=attempt > 1))
+            connection.sendall(request.encode())
+            break
+        except OSError:  # the warm process died between submissions: start another, once
+            connection.close()
+            if attempt == 2:
+                raise
+    timed_out = threading.Event()
+    with connection, connection.makefile("rb") as stream:
+        first = stream.readline().decode(errors="replace")
+        timer = None
+        if first.startswith(warm.PID_PREFIX):
+            child = int(first[len(warm.PID_PREFIX):])
+
+            def stop_child() -> None:
+                timed_out.set()
+                os.killpg(child, signal.SIGKILL)
+
+            timer = threading.Timer(SUBMISSION_TIMEOUT_SECONDS, stop_child)
+            timer.start()
+        try:
+            output = first.encode() + stream.read()
+        finally:
+            if timer is not None:
+                timer.cancel()
+    if timed_out.is_set():
         return {"lab": lab, "student": student, "status": "failed",
                 "error": f"took over {SUBMISSION_TIMEOUT_SECONDS} s and was stopped", "seconds": SUBMISSION_TIMEOUT_SECONDS}
     text = output.decode(errors="replace")
@@ -219,7 +295,7 @@ def grade_one(root: str, lab: str, student: str, db_url: str, unsandboxed: bool,
             if result["status"] != "graded":
                 result["log"] = text[-2000:]
             return result
-    last = [line for line in text.splitlines() if line.strip()][-1:] or [f"exit status {process.returncode}"]
+    last = [line for line in text.splitlines() if line.strip()][-1:] or ["no output"]
     return {"lab": lab, "student": student, "status": "failed", "error": f"the grading process gave no result: {last[0][:300]}",
             "seconds": round(time.perf_counter() - started, 2), "log": text[-2000:]}
 
@@ -293,6 +369,10 @@ def grade_class(settings: Settings, labs_to_grade: list[str], source: Path | Non
         try:
             results = dispatch(settings, client, jobs, tqdm)
         finally:
+            try:
+                client.run(stop_warm_processes)
+            except Exception:  # a worker that died took its warm processes with it
+                pass
             if own_client:
                 client.close()
                 if cluster is not None:

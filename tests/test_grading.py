@@ -402,6 +402,35 @@ def test_the_grading_packages_are_pinned():
     assert {"dask", "distributed", "psycopg", "psycopg-binary", "tqdm", "nbgrader"} <= pinned
 
 
+def test_the_warm_grading_process_refuses_a_bad_request_and_exits_with_its_worker(tmp_path):
+    """What each Dask worker keeps running between submissions: a malformed request gets one line, and
+    closing its stdin (the worker's end) stops it, leaving nothing behind."""
+    from grading import warm
+
+    path = str(tmp_path / "socket")
+    process = subprocess.Popen([sys.executable, "-m", "grading.warm", "--socket", path, "--course", str(tmp_path)],
+                               cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert process.stdout.readline().decode().strip() == warm.READY
+        for request in (b"not json at all\n", b'{"argv": "--lab 01_sampling"}\n'):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.connect(path)
+                connection.sendall(request)
+                answer = connection.makefile("rb").read().decode()
+            assert answer.startswith("bad request:") and answer.count("\n") == 1, answer
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:  # a real request: the child says who it is
+            connection.connect(path)
+            connection.sendall(json.dumps({"argv": ["--root", str(tmp_path), "--lab", "missing", "--student", "x"]}).encode() + b"\n")
+            lines = connection.makefile("rb").read().decode().splitlines()
+        assert lines[0].startswith(warm.PID_PREFIX)
+        assert json.loads(lines[-1].removeprefix("GRADING-RESULT "))["status"] == "failed"
+        process.stdin.close()
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+    assert not outlived(str(tmp_path), patience=10)
+
+
 def test_passwords_are_redacted_and_task_keys_parse():
     assert redact("postgresql+psycopg://grader:pw@db.example:5432/course") == "postgresql+psycopg://grader:***@db.example:5432/course"
     assert redact("sqlite:////course/gradebook.db") == "sqlite:////course/gradebook.db"

@@ -1,0 +1,133 @@
+"""A warm grading process per Dask worker: nbgrader imported once, one fork per submission.
+
+    python -m grading.warm --socket PATH --course ROOT     (started by `class_grader.grade_one`)
+
+Starting `python -m grading.submission` costs about 1.2 s of imports (nbgrader, nbconvert,
+SQLAlchemy, jupyter_client) before any grading, for every submission. This process pays it
+once: it imports what a grading run uses, then waits on a Unix socket in a private folder. Each
+connection sends one request, `{"argv": [...], "env": {...}}`, and gets a fresh child, forked
+from this still single-threaded process, whose stdin, stdout and stderr are the connection. The
+child is what `python -m grading.submission --watch-stdin` would be, in a session of its own:
+its first line names its process id, its last line is the result, and when the connection
+closes (the worker died, or gave up on it) it kills its process group, kernel included.
+
+This process exits when its stdin closes: the worker that started it is gone. Its command line
+names the course, so that what runs for a course can be found by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import traceback
+
+PID_PREFIX = "GRADING-PID "
+READY = "GRADING-WARM-READY"
+MAX_REQUEST_BYTES = 1 << 16
+
+
+def preload() -> None:
+    """Import what a grading run imports, so that no child pays for it."""
+    import grading.submission  # noqa: F401  (first: it hides rfc3987_syntax from jsonschema)
+    import ipykernel.kernelspec  # noqa: F401
+    import latex2mathml.converter  # noqa: F401  (nbconvert's markdown filters)
+    import nbclient  # noqa: F401
+    import nbgrader.api  # noqa: F401
+    import nbgrader.apps.autogradeapp  # noqa: F401
+    import nbgrader.converters.autograde  # noqa: F401
+    import nbgrader.preprocessors  # noqa: F401
+    from nbgrader.apps.nbgraderapp import NbGraderApp  # noqa: F401
+
+    import sqlalchemy.dialects.postgresql  # noqa: F401  (the gradebook's two kinds)
+    import sqlalchemy.dialects.sqlite  # noqa: F401
+    import sqlite3  # noqa: F401
+
+    import grading.executor  # noqa: F401
+    import grading.feedback  # noqa: F401
+    import grading.sandbox  # noqa: F401
+
+
+def read_request(connection: socket.socket) -> dict:
+    """One line of JSON: the submission's command-line arguments and the environment it adds."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = connection.recv(4096)
+        if not chunk or len(data) > MAX_REQUEST_BYTES:
+            raise ValueError("the request was cut short or too long")
+        data += chunk
+    request = json.loads(data)
+    if not isinstance(request.get("argv"), list) or not isinstance(request.get("env", {}), dict):
+        raise ValueError('a request is {"argv": [...], "env": {...}}')
+    return request
+
+
+def grade_in_child(connection: socket.socket, request: dict) -> None:
+    """In the forked child: become `python -m grading.submission --watch-stdin` talking over `connection`. Never returns."""
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the parent ignores it; jupyter_client must wait for its kernel
+        os.setsid()
+        for fd in (0, 1, 2):
+            os.dup2(connection.fileno(), fd)
+        connection.close()
+        os.environ.update({str(key): str(value) for key, value in request.get("env", {}).items()})
+        print(f"{PID_PREFIX}{os.getpid()}", flush=True)
+        from grading import submission
+
+        code = submission.main([*request["argv"], "--watch-stdin"])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(socket_path: str) -> None:
+    preload()
+    if threading.active_count() != 1:  # forking a process with other threads can copy a held lock
+        raise RuntimeError(f"the warm grading process must be single-threaded, has {threading.active_count()} threads")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(16)
+    events = selectors.DefaultSelector()
+    events.register(listener, selectors.EVENT_READ)
+    events.register(sys.stdin.buffer, selectors.EVENT_READ)
+    print(READY, flush=True)
+    while True:
+        for key, _ in events.select():
+            if key.fileobj is not listener:
+                if not sys.stdin.buffer.read1(1):  # the worker is gone
+                    return
+                continue
+            connection, _ = listener.accept()
+            try:
+                request = read_request(connection)
+            except (ValueError, OSError) as error:
+                connection.sendall(f"bad request: {error}\n".encode())
+                connection.close()
+                continue
+            sys.stdout.flush()
+            if os.fork() == 0:
+                listener.close()
+                grade_in_child(connection, request)
+            connection.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True, help="the Unix socket to listen on, in a folder only this user can open")
+    parser.add_argument("--course", required=True, help="the course it grades (a label, so that its processes can be found)")
+    serve(parser.parse_args(argv).socket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
