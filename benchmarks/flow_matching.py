@@ -8,7 +8,7 @@ Run alone (another torch process on the same cores slows both several-fold):
 For the diffusion model `unconditional` with DDIM, DPM-Solver++(2M) and UniPC, the distilled
 students of Lab 6, the flow model `flow` with Euler and Heun, and the reflowed `reflow` with
 Euler, at 1 to 50 network calls, it prints the Frechet distance of N samples to the held-out
-sprites: the mean over `--draws` draws of N noises (seeds 2020, 2021, ...; every sampler gets the
+sprites (the flow samplers on their default grid, shifted towards the noise, shift 2): the mean over `--draws` draws of N noises (seeds 2020, 2021, ...; every sampler gets the
 same noises), its standard error, and the ratio to DDPM-500. DDPM-500's own FD comes from the
 shipped samples of the first draw (data/ddpm500_samples.npz, made from seed 2020 by
 benchmarks/distillation.py --save-reference), compared with every sampler's FD on that same draw:
@@ -68,7 +68,7 @@ def network_calls(model, sampler, n_steps) -> int:
 @torch.inference_mode()
 def euler_velocities(model, noise, n_steps=50):
     """The velocities (n_steps, B, 3, 16, 16) of the Euler path from `noise`, for straightness."""
-    sampler, x, velocities = EulerSampler(model.schedule), noise, []
+    sampler, x, velocities = EulerSampler(model.schedule, shift=1.0), noise, []  # straightness needs the even grid
     for t, t_prev in sampler.timesteps(n_steps):
         velocity = model(x, torch.full((len(x),), t))
         velocities.append(velocity)

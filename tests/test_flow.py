@@ -53,10 +53,23 @@ def test_euler_is_exact_on_a_constant_field_and_heun_on_a_linear_one():
     # v = 2t (per pixel): from t = 1 to 1/3 the trapezoid is exact (x_1 - 8/9), Euler's is not;
     # the last step, to 0, is Euler's in both (v(1/3) / 3 = 2/9)
     linear_in_t = Field(lambda x, t: 2 * t.view(-1, 1, 1, 1).expand_as(x))
-    heun = generate(linear_in_t, "heun", noise, 3, progress=False)
-    euler = generate(linear_in_t, "euler", noise, 3, progress=False)
+    heun = generate(linear_in_t, HeunSampler(StraightPath(), shift=1), noise, 3, progress=False)  # the even grid
+    euler = generate(linear_in_t, EulerSampler(StraightPath(), shift=1), noise, 3, progress=False)
     assert torch.allclose(heun.images, noise - 8 / 9 - 2 / 9, atol=1e-6) and heun.network_calls == 5
     assert (euler.images - heun.images).abs().max() > 0.1
+
+
+def test_the_flow_grid_is_even_at_shift_1_and_leans_towards_the_noise_by_default():
+    path = StraightPath()
+    assert EulerSampler(path, shift=1).timesteps(4) == [(1.0, 0.75), (0.75, 0.5), (0.5, 0.25), (0.25, 0.0)]
+    grid = HeunSampler(path).timesteps(4)
+    times = [t for t, _ in grid] + [grid[-1][1]]
+    assert times[0] == 1 and times[-1] == 0 and all(a > b for a, b in zip(times, times[1:]))
+    assert times[2] == pytest.approx(2 / 3)  # shift 2: half the steps above t = 2/3
+    assert make_sampler("euler", path).timesteps(4) == grid
+    for bad in (0, -1.0, "2"):
+        with pytest.raises(ValueError, match="shift must be a number > 0"):
+            EulerSampler(path, shift=bad)
 
 
 def test_heun_is_second_order_on_a_curved_field():
