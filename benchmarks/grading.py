@@ -8,7 +8,8 @@ reference answers), partly right (the first answer left as the stub), wrong (eve
 stub), and two hostile kinds: one patches torch.allclose, torch.equal and torch.isclose over
 stub answers, one gives the right answers and then calls os._exit in its last answer. The same
 class is graded by serial nbgrader (one process, as `make autograde` used to), then by
-`grading` on 1 and on 2 workers, sandboxed, then by `grading` on 1 worker without the sandbox
+`grading` on 1 and on 2 workers, sandboxed, then by serial nbgrader again (the baseline is the
+mean of the two serial runs), then by `grading` on 1 worker without the sandbox
 for the sandbox's cost. Prints throughput, the speed-up over serial, the sandbox's overhead
 per submission, a projection for 300 students x 6 labs, and checks that every honest
 submission scores exactly what serial nbgrader gave it. Run it with nothing else busy.
@@ -150,14 +151,20 @@ def main() -> int:
         count = len(kinds)
         print(f"{args.lab}: {count} submissions ({', '.join(f'{sum(k == kind for k in kinds.values())} {kind}' for kind in KINDS)}), "
               f"{os.cpu_count()} cores")
-        serial_seconds, serial = grade_serially(prepared, args.lab)
-        print(f"serial nbgrader autograde : {serial_seconds:7.1f} s  {per_minute(count, serial_seconds):6.2f} submissions/min")
+        # Serial runs before and after ours, and their mean is the baseline: this machine's speed drifts
+        # during a run (the same serial class took 238 s first and 306 s in another session).
+        serial_before, serial = grade_serially(prepared, args.lab)
+        print(f"serial nbgrader autograde : {serial_before:7.1f} s  {per_minute(count, serial_before):6.2f} submissions/min (before)")
         runs = {}
         for workers in (1, 2):
             seconds, graded = grade_in_parallel(prepared, args.lab, workers)
             runs[workers] = (seconds, graded)
             print(f"grading, {workers} worker(s), sandboxed: {seconds:7.1f} s  {per_minute(count, seconds):6.2f} submissions/min"
-                  f"  ({serial_seconds / seconds:.2f}x serial)")
+                  f"  ({serial_before / seconds:.2f}x the serial run before)")
+        serial_after, _ = grade_serially(prepared, args.lab)
+        serial_seconds = (serial_before + serial_after) / 2
+        print(f"serial nbgrader autograde : {serial_after:7.1f} s  {per_minute(count, serial_after):6.2f} submissions/min (after); "
+              f"mean {serial_seconds:.1f} s, {per_minute(count, serial_seconds):.2f}/min, the baseline below")
 
         sample = [student for student, kind in kinds.items() if kind in HONEST][: args.overhead_sample]
         boxed, _ = grade_in_parallel(prepared, args.lab, 1, only=sample)
