@@ -8,8 +8,9 @@ Run alone (another torch process on the same cores slows both several-fold):
 For the diffusion model `unconditional` with DDIM, DPM-Solver++(2M) and UniPC, the distilled
 students of Lab 6, the flow model `flow` with Euler and Heun, and the reflowed `reflow` with
 Euler, at 1 to 50 network calls, it prints the Frechet distance of N samples to the held-out
-sprites (the flow samplers on their default grid, shifted towards the noise, shift 2): the mean over `--draws` draws of N noises (seeds 2020, 2021, ...; every sampler gets the
-same noises), its standard error, and the ratio to DDPM-500. DDPM-500's own FD comes from the
+sprites (the flow samplers on their default grid, shifted towards the noise): the mean over
+`--draws` draws of N noises (seeds 2020, 2021, ...; every sampler gets the same noises), its
+standard error, and the ratio to DDPM-500. DDPM-500's own FD comes from the
 shipped samples of the first draw (data/ddpm500_samples.npz, made from seed 2020 by
 benchmarks/distillation.py --save-reference), compared with every sampler's FD on that same draw:
 sampling it afresh would take 6 minutes a draw. Then the straightness of the flow's and the
