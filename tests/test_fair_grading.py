@@ -195,6 +195,9 @@ def train(model, optimizer, data, alpha_bars, n_steps, batch_size, generator, ca
             callback(step, losses[-1])
     return losses
 ''', WRONG),
+        ("train", "the course's loop that Lab 2's demos fall back on, called instead of writing one", '''
+from tools.train import course_train_loop as train
+''', WRONG),
         ("checkpoint", "other key names, read back consistently", '''
 def save_checkpoint(path, model, optimizer, step):
     torch.save({"step_count": step, "weights": model.state_dict(), "optimiser_state": optimizer.state_dict()}, path)

@@ -105,6 +105,28 @@ def update_weights(model, ema, optimizer, loss: torch.Tensor, lr: float, step: i
     update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
 
 
+def course_train_loop(model, optimizer, data, alpha_bars, n_steps, batch_size, generator, callback=None) -> list[float]:
+    """Lab 2's `train` as the course writes it: n_steps of Ho et al. 2020, Algorithm 1 (eps target).
+
+    Lab 2's demos run it while the student's loop, or a function it builds on, is unfinished;
+    it lives here, not in the notebook, so that no demo cell prints the exercise's answer. Its
+    draws are the lab's, in the lab's order, so it trains exactly as a finished `train` does.
+    """
+    losses = []
+    for step in range(1, n_steps + 1):
+        index, t, noise = draw_denoising_batch(data, batch_size, len(alpha_bars) - 1, generator)
+        alpha_bar = alpha_bars[t].view(-1, *[1] * (data.ndim - 1))
+        x_t = alpha_bar.sqrt() * data[index] + (1 - alpha_bar).sqrt() * noise
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(x_t, t), noise)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if callback is not None:
+            callback(step, losses[-1])
+    return losses
+
+
 def train_denoiser(run: DenoiserTraining, command: str) -> None:
     torch.set_num_threads(run.threads)
     device = pick_device()
