@@ -132,11 +132,28 @@ def test_tiny_reflow_run_ships_a_one_step_flow_model(private_weights, capsys):
     assert generate(model, "euler", torch.randn(2, 3, 16, 16), 1, progress=False).network_calls == 1
 
 
+def test_reflow_init_starts_from_another_flow_models_weights(private_weights):
+    train.main(["denoiser", "--name", "tiny_flow", "--schedule", "flow", "--steps", "2", "--batch-size", "4"])
+    tiny = ["--pairs", "8", "--pair-steps", "2", "--steps", "2", "--batch-size", "4"]
+    reflow.main(["--teacher", "tiny_flow", "--name", "tiny_reflow", "--lr", "0.01", "--warmup-steps", "0", *tiny])  # far from its teacher
+    # a learning rate of almost zero leaves the starting weights: they must be tiny_reflow's, not the teacher's
+    reflow.main(["--teacher", "tiny_flow", "--init", "tiny_reflow", "--name", "tiny_distilled", "--seed", "1", "--lr", "1e-12", *tiny])
+    entry = manifest_entry("tiny_distilled")
+    assert entry["initialised_from"] == "tiny_reflow" and entry["reflowed_from"] == "tiny_flow"
+    assert "--init tiny_reflow" in entry["train_command"]
+    started, distilled, teacher = (load_model(name).state_dict() for name in ("tiny_reflow", "tiny_distilled", "tiny_flow"))
+    assert all(torch.allclose(distilled[key], started[key], atol=1e-6) for key in started)
+    assert not all(torch.allclose(distilled[key], teacher[key], atol=1e-6) for key in teacher)
+    assert "initialised_from" not in manifest_entry("tiny_reflow")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--teacher", "unconditional", "--steps", "1", "--pairs", "2"], "reflow straightens a flow model"),
     (["--endpoint-share", "1.5"], "--endpoint-share is a share of the batch"),
     (["--teacher", "nope"], "no weights named 'nope'"),
     (["--pairs", "0"], "--pairs and --pair-steps must be positive"),
+    (["--init", "unconditional"], "must be a flow model of the teacher's architecture"),
+    (["--init", "nope"], "--init: no weights named 'nope'"),
 ])
 def test_bad_reflow_settings_stop_before_training(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -11,6 +11,10 @@
 3. A share of every batch (--endpoint-share) sits at t = 1, where one Euler step from the noise
    must land on x itself: the one-step use of the model, which Liu et al. add as a separate
    distillation stage; here it is part of the one reflow run.
+
+--init starts from another flow model's weights instead of the teacher's. The shipped
+`reflow_distilled` is that second stage: `reflow` trained on fresh couplings (--seed 1) with
+most of each batch at t = 1, Liu et al.'s distillation of the one-step map.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from .train import learning_rate, settings_problem, update_weights
 class Reflow:
     name: str = "reflow"
     teacher: str = "flow"
+    init: str = ""  # the flow model whose weights training starts from; "" for the teacher's
     pairs: int = 8192  # (noise, sprite) couplings drawn from the teacher's ODE
     pair_steps: int = 15  # Heun steps per coupling (two network calls each)
     steps: int = 2000
@@ -83,7 +88,8 @@ def train_reflow(run: Reflow, command: str) -> None:
     noise, sprites = noise.to(device), sprites.to(device)
     pair_seconds = time.perf_counter() - start
 
-    model = copy.deepcopy(teacher).train().requires_grad_(True)
+    start_from = load_model(run.init, device) if run.init else teacher
+    model = copy.deepcopy(start_from).train().requires_grad_(True)
     ema = copy.deepcopy(model).eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=0.0)
     losses, start = [], time.perf_counter()
@@ -101,6 +107,7 @@ def train_reflow(run: Reflow, command: str) -> None:
         "train_command": command,
         "training": asdict(run),
         "reflowed_from": run.teacher,
+        **({"initialised_from": run.init} if run.init else {}),
         "default_sampling": {"sampler": "euler", "steps": 1},
         "training_time_s": round(seconds + pair_seconds, 1),
         "pair_time_s": round(pair_seconds, 1),
@@ -129,6 +136,14 @@ def parse_arguments(argv: list[str]) -> Reflow:
         else:
             if entry["config"].get("schedule") != "flow":
                 problem = f"--teacher {settings['teacher']!r} is a diffusion model; reflow straightens a flow model, such as 'flow'"
+    if problem is None and settings["init"]:
+        try:
+            init_entry = manifest_entry(settings["init"])
+        except Exception as error:
+            problem = f"--init: {error}"
+        else:
+            if init_entry["config"] != entry["config"]:
+                problem = f"--init {settings['init']!r} must be a flow model of the teacher's architecture, such as 'reflow'"
     if problem:
         parser.error(problem)
     return Reflow(**settings)
