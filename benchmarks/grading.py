@@ -7,11 +7,11 @@ A synthetic class of one lab, in a temporary course: the submissions cycle throu
 reference answers), partly right (the first answer left as the stub), wrong (every answer the
 stub), and two hostile kinds: one patches torch.allclose, torch.equal and torch.isclose over
 stub answers, one gives the right answers and then calls os._exit in its last answer. The same
-class is graded by serial nbgrader (one process, as `make autograde` used to), then by
-`grading` on 1 and on 2 workers, sandboxed, then by serial nbgrader again (the baseline is the
-mean of the two serial runs), then by `grading` on 1 worker without the sandbox
-for the sandbox's cost. Prints throughput, the speed-up over serial, the sandbox's overhead
-per submission, a projection for 300 students x 6 labs, and checks that every honest
+class is graded in a symmetric order, so that a steady drift in this machine's speed cancels:
+serial nbgrader (one process, as `make autograde` used to), `grading` on 2 workers, on 1 worker,
+on 2 workers again, serial nbgrader again; each figure is the mean of its runs. The sandbox's
+cost comes from a few honest submissions graded sandboxed, unsandboxed, unsandboxed, sandboxed.
+Prints throughput, the speed-up over serial, the sandbox's overhead per submission, a projection for 300 students x 6 labs, and checks that every honest
 submission scores exactly what serial nbgrader gave it. Run it with nothing else busy.
 """
 
@@ -137,6 +137,10 @@ def per_minute(count: int, seconds: float) -> float:
     return 60 * count / seconds
 
 
+def report(label: str, seconds: float, count: int, note: str) -> None:
+    print(f"{label:29s}: {seconds:7.1f} s  {per_minute(count, seconds):6.2f} submissions/min  {note}".rstrip())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lab", default="01_sampling")
@@ -151,31 +155,38 @@ def main() -> int:
         count = len(kinds)
         print(f"{args.lab}: {count} submissions ({', '.join(f'{sum(k == kind for k in kinds.values())} {kind}' for kind in KINDS)}), "
               f"{os.cpu_count()} cores")
-        # Serial runs before and after ours, and their mean is the baseline: this machine's speed drifts
-        # during a run (the same serial class took 238 s first and 306 s in another session).
+        # Serial runs after ours once took 1.7 times as long as before them: Dask had set OMP_NUM_THREADS=1
+        # in this process (grading.class_grader.start_client now undoes it). The symmetric order
+        # (S 2 1 2 S) would show such a drift, and cancels a steady drift of the machine's speed.
         serial_before, serial = grade_serially(prepared, args.lab)
-        print(f"serial nbgrader autograde : {serial_before:7.1f} s  {per_minute(count, serial_before):6.2f} submissions/min (before)")
-        runs = {}
-        for workers in (1, 2):
-            seconds, graded = grade_in_parallel(prepared, args.lab, workers)
-            runs[workers] = (seconds, graded)
-            print(f"grading, {workers} worker(s), sandboxed: {seconds:7.1f} s  {per_minute(count, seconds):6.2f} submissions/min"
-                  f"  ({serial_before / seconds:.2f}x the serial run before)")
+        report("serial nbgrader autograde", serial_before, count, "(first)")
+        two_first, graded_two = grade_in_parallel(prepared, args.lab, 2)
+        report("grading, 2 workers, sandboxed", two_first, count, f"({serial_before / two_first:.2f}x the serial run before it)")
+        one_seconds, graded_one = grade_in_parallel(prepared, args.lab, 1)
+        report("grading, 1 worker, sandboxed", one_seconds, count, "")
+        two_second, _ = grade_in_parallel(prepared, args.lab, 2)
         serial_after, _ = grade_serially(prepared, args.lab)
-        serial_seconds = (serial_before + serial_after) / 2
-        print(f"serial nbgrader autograde : {serial_after:7.1f} s  {per_minute(count, serial_after):6.2f} submissions/min (after); "
-              f"mean {serial_seconds:.1f} s, {per_minute(count, serial_seconds):.2f}/min, the baseline below")
+        report("grading, 2 workers, sandboxed", two_second, count, f"({serial_after / two_second:.2f}x the serial run after it)")
+        report("serial nbgrader autograde", serial_after, count, "(last)")
+        serial_seconds, two_seconds = (serial_before + serial_after) / 2, (two_first + two_second) / 2
+        runs = {1: (one_seconds, graded_one), 2: (two_seconds, graded_two)}
+        print(f"means                        : serial {per_minute(count, serial_seconds):.2f}/min, "
+              f"2 workers {per_minute(count, two_seconds):.2f}/min")
 
         sample = [student for student, kind in kinds.items() if kind in HONEST][: args.overhead_sample]
-        boxed, _ = grade_in_parallel(prepared, args.lab, 1, only=sample)
-        unboxed, _ = grade_in_parallel(prepared, args.lab, 1, unsandboxed=True, only=sample)
-        print(f"sandbox overhead          : {(boxed - unboxed) / len(sample):+7.2f} s per submission "
-              f"({len(sample)} honest submissions, 1 worker, {boxed:.1f} s sandboxed vs {unboxed:.1f} s unsandboxed)")
+        boxed = [grade_in_parallel(prepared, args.lab, 1, only=sample)[0]]
+        unboxed = [grade_in_parallel(prepared, args.lab, 1, unsandboxed=True, only=sample)[0] for _ in range(2)]
+        boxed.append(grade_in_parallel(prepared, args.lab, 1, only=sample)[0])
+        boxed_mean, unboxed_mean = sum(boxed) / 2, sum(unboxed) / 2
+        print(f"sandbox overhead             : {(boxed_mean - unboxed_mean) / len(sample):+7.2f} s per submission "
+              f"({len(sample)} honest submissions, 1 worker, sandboxed {boxed[0]:.1f} and {boxed[1]:.1f} s, "
+              f"unsandboxed {unboxed[0]:.1f} and {unboxed[1]:.1f} s)")
 
         one, two = per_minute(count, runs[1][0]), per_minute(count, runs[2][0])
         efficiency = two / (2 * one)
-        print(f"speed-up on 2 workers     : {runs[1][0] / runs[2][0]:.2f}x one worker, {serial_seconds / runs[2][0]:.2f}x serial "
-              f"(target >= 1.8x serial)")
+        print(f"speed-up on 2 workers        : {runs[1][0] / runs[2][0]:.2f}x one worker, {serial_seconds / runs[2][0]:.2f}x serial "
+              f"(target >= 1.8x serial; {min(serial_before / two_first, serial_after / two_second):.2f}x to "
+              f"{max(serial_before / two_first, serial_after / two_second):.2f}x run by run)")
         total = 300 * 6
         print(f"projection, 300 students x 6 labs ({total} submissions) at this lab's cost per submission,")
         print(f"  one worker's {one:.2f}/min and the {efficiency:.0%} per-worker efficiency measured on 2 workers:")

@@ -26,7 +26,7 @@ import pytest
 from tiny_course import LAB, RIGHT, WRONG_DOUBLE, make_course, nbgrader, submission
 
 from grading import intake
-from grading.class_grader import Settings, _job_of, grade_class, redact
+from grading.class_grader import Settings, _job_of, grade_class, redact, start_client
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -388,6 +388,19 @@ def test_grading_refuses_to_run_without_a_sandbox_unless_told(tmp_path):
                           env={**env, "UNSANDBOXED": "1"}, capture_output=True, text=True, timeout=600)
     assert told.returncode == 0, told.stderr
     assert "UNSANDBOXED=1: student code runs with YOUR permissions" in told.stdout
+
+
+def test_a_local_cluster_leaves_the_instructors_environment_as_it_was(tmp_path):
+    """Dask's nanny writes OMP_NUM_THREADS=1 and the like into its parent's environment; everything started
+    from there afterwards (serial nbgrader in the benchmark, an export) would then run on one thread."""
+    before = dict(os.environ)
+    client, cluster = start_client(Settings(root=tmp_path, workers=1))
+    try:
+        assert dict(os.environ) == before
+        assert client.submit(lambda: 1 + 1).result(timeout=60) == 2
+    finally:
+        client.close()
+        cluster.close()
 
 
 def test_reference_answers_of_every_lab_pass_the_intake():
