@@ -11,8 +11,9 @@ class is graded in a symmetric order, so that a steady drift in this machine's s
 serial nbgrader (one process, as `make autograde` used to), `grading` on 2 workers, on 1 worker,
 on 2 workers again, serial nbgrader again; each figure is the mean of its runs. The sandbox's
 cost comes from a few honest submissions graded sandboxed, unsandboxed, unsandboxed, sandboxed.
-Prints throughput, the speed-up over serial, the sandbox's overhead per submission, a projection for 300 students x 6 labs, and checks that every honest
-submission scores exactly what serial nbgrader gave it. Run it with nothing else busy.
+Prints throughput, the speed-up over serial, the sandbox's overhead per submission, a projection
+for 300 students x 6 labs, and checks that every honest submission scores exactly what serial
+nbgrader gave it. Run it with nothing else busy.
 """
 
 from __future__ import annotations
@@ -161,12 +162,14 @@ def main() -> int:
         serial_before, serial = grade_serially(prepared, args.lab)
         report("serial nbgrader autograde", serial_before, count, "(first)")
         two_first, graded_two = grade_in_parallel(prepared, args.lab, 2)
-        report("grading, 2 workers, sandboxed", two_first, count, f"({serial_before / two_first:.2f}x the serial run before it)")
+        ratio_first = serial_before / two_first
+        report("grading, 2 workers, sandboxed", two_first, count, f"({ratio_first:.2f}x the serial run before it)")
         one_seconds, graded_one = grade_in_parallel(prepared, args.lab, 1)
         report("grading, 1 worker, sandboxed", one_seconds, count, "")
         two_second, _ = grade_in_parallel(prepared, args.lab, 2)
         serial_after, _ = grade_serially(prepared, args.lab)
-        report("grading, 2 workers, sandboxed", two_second, count, f"({serial_after / two_second:.2f}x the serial run after it)")
+        ratio_second = serial_after / two_second
+        report("grading, 2 workers, sandboxed", two_second, count, f"({ratio_second:.2f}x the serial run after it)")
         report("serial nbgrader autograde", serial_after, count, "(last)")
         serial_seconds, two_seconds = (serial_before + serial_after) / 2, (two_first + two_second) / 2
         runs = {1: (one_seconds, graded_one), 2: (two_seconds, graded_two)}
@@ -185,8 +188,7 @@ def main() -> int:
         one, two = per_minute(count, runs[1][0]), per_minute(count, runs[2][0])
         efficiency = two / (2 * one)
         print(f"speed-up on 2 workers        : {runs[1][0] / runs[2][0]:.2f}x one worker, {serial_seconds / runs[2][0]:.2f}x serial "
-              f"(target >= 1.8x serial; {min(serial_before / two_first, serial_after / two_second):.2f}x to "
-              f"{max(serial_before / two_first, serial_after / two_second):.2f}x run by run)")
+              f"(target >= 1.8x serial; {min(ratio_first, ratio_second):.2f}x to {max(ratio_first, ratio_second):.2f}x run by run)")
         total = 300 * 6
         print(f"projection, 300 students x 6 labs ({total} submissions) at this lab's cost per submission,")
         print(f"  one worker's {one:.2f}/min and the {efficiency:.0%} per-worker efficiency measured on 2 workers:")
