@@ -9,7 +9,6 @@ blurring (CSS `image-rendering: pixelated`), so a notebook stays small.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,12 +48,6 @@ def grid_image(images, nrow: int = 8, padding: int = 1, upscale: int = 1) -> np.
     if upscale > 1:
         canvas = canvas.repeat(upscale, axis=0).repeat(upscale, axis=1)  # nearest: keep pixels crisp
     return canvas
-
-
-def save_grid(images, path: str | Path, nrow: int = 8, upscale: int = 4) -> Path:
-    path = Path(path)
-    Image.fromarray(grid_image(images, nrow, upscale=upscale)).save(path)
-    return path
 
 
 def show_grid(images, nrow: int = 8, title: str | None = None, row_labels: list[str] | None = None, size: float = 0.45):

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from shared.data import GROUPS, context_vector, group_index, to_uint8
 from shared.device import pick_device
 from shared.distillation import student_sampler
 from shared.guidance import ClassifierFreeGuidance, ClassifierGuidance
-from shared.plotting import save_grid
+from shared.plotting import grid_image
 from shared.samplers import FLOW_SAMPLERS, SAMPLERS, DDIMSampler, generate, make_sampler
 from shared.weights import DENOISER_KINDS, WeightsError, available_weights, load_model, manifest_entry
 
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, images=images, labels=labels)
     shown = images[:GRID_MAX]
-    save_grid(shown, grid_path, nrow=min(16, int(np.ceil(np.sqrt(len(shown))))))
+    Image.fromarray(grid_image(shown, nrow=min(16, int(np.ceil(np.sqrt(len(shown))))), upscale=4)).save(grid_path)
     print(f"{args.n} sprites from {args.weights!r} with {args.sampler} ({args.steps or T} steps) in {seconds:.1f} s "
           f"({args.n / seconds:.0f} sprites/s) -> {args.out}, {grid_path}")
     return 0
