@@ -7,7 +7,8 @@ Run alone (another torch process on the same cores slows both several-fold):
 
 For the diffusion model `unconditional` with DDIM, DPM-Solver++(2M) and UniPC, the distilled
 students of Lab 6, the flow model `flow` with Euler and Heun, the reflowed `reflow` and its
-one-step distillation `reflow_distilled` with Euler, at 1 to 50 network calls, it prints the
+one-step distillation `reflow_distilled` and `reflow_perceptual` (the same, trained further with a
+perceptual loss) with Euler, at 1 to 50 network calls, it prints the
 Frechet distance of N samples to the held-out sprites (the flow samplers on their default grid,
 shifted towards the noise): the mean over `--draws` draws of N noises (seeds 2020, 2021, ...;
 every sampler gets the same noises), its standard error, and the ratio to DDPM-500. DDPM-500's
@@ -51,9 +52,11 @@ CONFIGURATIONS = (
     + [("flow Heun", "flow", HeunSampler, steps) for steps in (3, 5, 6, 10, 25)]
     + [("reflow Euler", "reflow", EulerSampler, steps) for steps in (1, 2, 4)]
     + [("reflow+distil Euler", "reflow_distilled", EulerSampler, steps) for steps in (1, 2)]
+    + [("reflow+perceptual Euler", "reflow_perceptual", EulerSampler, steps) for steps in (1, 2)]
 )
 # FD at most this many times DDPM-500's; Heun's 10 calls: 9 or 11 (5 or 6 steps), the better counts.
-TARGETS = {("flow Heun", 9): 1.2, ("flow Heun", 11): 1.2, ("reflow Euler", 1): 1.5, ("reflow+distil Euler", 1): 1.5}
+TARGETS = {("flow Heun", 9): 1.2, ("flow Heun", 11): 1.2, ("reflow Euler", 1): 1.5, ("reflow+distil Euler", 1): 1.5,
+           ("reflow+perceptual Euler", 1): 1.5}
 ONE_STEP_RATE = 1000  # sprites per second, Lab 6's one-step students' target
 
 
@@ -136,7 +139,7 @@ def main():
         fd, error = summarise(fds)
         rows.append({"label": label, "model": name, "sampler": sampler.name, "nfe": nfe, "fd": fd, "error": error,
                      "first_draw_fd": fds[0], "fds": fds})
-        print(f"  {label:19s} {name:18s} NFE {nfe:3d}: FD {fd:.3f} ± {error:.3f}  (first draw {fds[0]:.3f}, "
+        print(f"  {label:23s} {name:18s} NFE {nfe:3d}: FD {fd:.3f} ± {error:.3f}  (first draw {fds[0]:.3f}, "
               f"{fds[0] / ddpm_fd:.2f}x DDPM-500's)", flush=True)
 
     if args.only:  # replace those rows in the earlier run's file, and say so in it
@@ -158,13 +161,13 @@ def main():
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
 
-    print(f"\n{'':19s} {'model':18s} {'NFE':>4s} {'FD':>14s}  {'first draw / DDPM-500':>22s}  target")
+    print(f"\n{'':23s} {'model':18s} {'NFE':>4s} {'FD':>14s}  {'first draw / DDPM-500':>22s}  target")
     for row in rows:
         ratio = row["first_draw_fd"] / ddpm_fd
         need = TARGETS.get((row["label"], row["nfe"]))
         target = f"<= {need}x: {'met' if ratio <= need else 'NOT met'}" if need else ""
         error = f"± {row['error']:.3f}" if row["error"] is not None else " " * 7
-        print(f"{row['label']:19s} {row['model']:18s} {row['nfe']:4d} {row['fd']:6.3f} {error}  {ratio:21.2f}x  {target}")
+        print(f"{row['label']:23s} {row['model']:18s} {row['nfe']:4d} {row['fd']:6.3f} {error}  {ratio:21.2f}x  {target}")
     print(f"real-vs-real floor at N = {args.n}: {floor:.3f}")
     print(f"straightness (0 = straight; 50 Euler steps, 250 paths): flow {results['straightness']['flow']:.4f}, "
           f"reflow {results['straightness']['reflow']:.4f}")

@@ -154,6 +154,7 @@ def test_reflow_init_starts_from_another_flow_models_weights(private_weights):
     (["--pairs", "0"], "--pairs and --pair-steps must be positive"),
     (["--init", "unconditional"], "must be a flow model of the teacher's architecture"),
     (["--init", "nope"], "--init: no weights named 'nope'"),
+    (["--feature-weight", "-1"], "--feature-weight must be >= 0"),
 ])
 def test_bad_reflow_settings_stop_before_training(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -164,3 +165,34 @@ def test_bad_reflow_settings_stop_before_training(argv, message, capsys):
 def test_reflow_endpoint_share_puts_rows_at_t_one():
     t = reflow.draw_times(8, 0.25, torch.Generator().manual_seed(0))
     assert t[:2].tolist() == [1.0, 1.0] and bool((t[2:] < 1).all())
+
+
+def test_feature_distance_is_zero_for_the_same_sprites_and_positive_for_others():
+    torch.manual_seed(0)
+    features = reflow.TeacherFeatures(Denoiser(DenoiserConfig(schedule="flow", prediction="velocity")).eval())
+    sprites = torch.rand(4, 3, 16, 16) * 2 - 1
+    assert float(reflow.feature_distance(features, sprites, sprites)) < 1e-10
+    other = torch.rand(4, 3, 16, 16) * 2 - 1
+    assert float(reflow.feature_distance(features, other, sprites)) > 0.01
+    assert len(features(sprites)) == len(features.network.down_blocks) + 1  # one map per down block and the middle
+
+
+def test_the_feature_loss_reaches_only_the_one_step_rows():
+    torch.manual_seed(0)
+    model = Denoiser(DenoiserConfig(schedule="flow", prediction="velocity"))
+    features = reflow.TeacherFeatures(Denoiser(DenoiserConfig(schedule="flow", prediction="velocity")).eval().requires_grad_(False))
+    noise, sprites = torch.randn(4, 3, 16, 16), torch.rand(4, 3, 16, 16) * 2 - 1
+    inside = torch.tensor([0.2, 0.5, 0.7, 0.9])
+    plain = reflow.reflow_loss(model, noise, sprites, inside)
+    assert torch.equal(reflow.reflow_loss(model, noise, sprites, inside, features, 5.0), plain)  # no row at t = 1
+    ends = torch.tensor([1.0, 1.0, 0.5, 0.7])
+    assert float(reflow.reflow_loss(model, noise, sprites, ends, features, 5.0)) > float(reflow.reflow_loss(model, noise, sprites, ends))
+
+
+def test_a_tiny_perceptual_reflow_run_records_its_feature_weight(private_weights):
+    train.main(["denoiser", "--name", "tiny_flow", "--schedule", "flow", "--steps", "2", "--batch-size", "4"])
+    reflow.main(["--teacher", "tiny_flow", "--name", "tiny_perceptual", "--pairs", "8", "--pair-steps", "2", "--steps", "2",
+                 "--batch-size", "4", "--endpoint-share", "0.5", "--feature-weight", "1.0"])
+    entry = manifest_entry("tiny_perceptual")
+    assert entry["training"]["feature_weight"] == 1.0 and "--feature-weight 1.0" in entry["train_command"]
+    assert torch.isfinite(next(iter(load_model("tiny_perceptual").state_dict().values()))).all()

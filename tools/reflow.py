@@ -15,6 +15,13 @@
 --init starts from another flow model's weights instead of the teacher's. The shipped
 `reflow_distilled` is that second stage: `reflow` trained on fresh couplings (--seed 1) with
 most of each batch at t = 1, Liu et al.'s distillation of the one-step map.
+
+--feature-weight adds, on the one-step rows, a perceptual distance between the one-step sprite
+and its coupled sprite, measured in the features of the frozen teacher's own U-Net (LPIPS's
+recipe, Zhang et al. 2018, with the flow model as the feature network): squared error in pixels
+rewards a blurred average of the sprites a noise might become, features reward sharp ones.
+`reflow_perceptual` is `reflow_distilled` trained on so, on fresh couplings (--seed 2). The
+classifier that scores the Frechet distance is never used in training.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class Reflow:
     warmup_steps: int = 50
     ema_decay: float = 0.995
     endpoint_share: float = 0.25  # share of each batch at t = 1, the one-step jump
+    feature_weight: float = 0.0  # weight of the teacher-feature distance on the one-step rows (0: none)
     seed: int = 0
     threads: int = 2
 
@@ -63,10 +71,42 @@ def teacher_couplings(teacher, noise: torch.Tensor, n_steps: int, chunk: int = 5
                       for i in tqdm(range(0, len(noise), chunk), desc="teacher couplings")])
 
 
-def reflow_loss(model, noise: torch.Tensor, sprites: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Flow matching on coupled pairs: x_t on the line from sprite (t = 0) to its noise (t = 1), target noise - sprite."""
+def reflow_loss(model, noise: torch.Tensor, sprites: torch.Tensor, t: torch.Tensor, features=None, feature_weight: float = 0.0) -> torch.Tensor:
+    """Flow matching on coupled pairs: x_t on the line from sprite (t = 0) to its noise (t = 1), target noise - sprite;
+    with `features`, plus feature_weight times the feature distance of the one-step sprites (rows at t = 1)."""
     x_t = model.schedule.add_noise(sprites, t, noise)
-    return F.mse_loss(model(x_t, t), model.schedule.training_target("velocity", sprites, noise, t))
+    velocity = model(x_t, t)
+    loss = F.mse_loss(velocity, model.schedule.training_target("velocity", sprites, noise, t))
+    ends = t == 1
+    if features is not None and bool(ends.any()):
+        one_step = noise[ends] - velocity[ends]  # one Euler step from the noise: x_0 = x_1 - v
+        loss = loss + feature_weight * feature_distance(features, one_step, sprites[ends])
+    return loss
+
+
+class TeacherFeatures:
+    """Feature maps of a frozen flow U-Net looking at clean sprites (t = 0): after each down block and the middle."""
+
+    def __init__(self, network):
+        self.network, self.maps = network, []
+        for block in [*network.down_blocks, network.middle_block]:
+            block.register_forward_hook(lambda module, inputs, output: self.maps.append(output))
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        self.maps = []
+        self.network(images, torch.zeros(len(images), device=images.device))
+        return self.maps
+
+
+def feature_distance(features: TeacherFeatures, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over images of sum over layers of the mean squared distance between unit-normalised feature vectors (LPIPS eq. 1, unweighted)."""
+    with torch.no_grad():
+        wanted = [m / (m.norm(dim=1, keepdim=True) + 1e-6) for m in features(targets)]
+    total = 0.0
+    for got, want in zip(features(images), wanted):
+        got = got / (got.norm(dim=1, keepdim=True) + 1e-6)
+        total = total + (got - want).pow(2).sum(dim=1).mean()
+    return total
 
 
 def draw_times(batch_size: int, endpoint_share: float, generator: torch.Generator) -> torch.Tensor:
@@ -92,11 +132,12 @@ def train_reflow(run: Reflow, command: str) -> None:
     model = copy.deepcopy(start_from).train().requires_grad_(True)
     ema = copy.deepcopy(model).eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=0.0)
+    features = TeacherFeatures(copy.deepcopy(teacher).eval().requires_grad_(False)) if run.feature_weight else None
     losses, start = [], time.perf_counter()
     for step in (progress := tqdm(range(run.steps), desc=f"reflowing {run.teacher}")):
         index = torch.randint(run.pairs, (run.batch_size,), generator=generator).to(device)
         t = draw_times(run.batch_size, run.endpoint_share, generator).to(device)
-        loss = reflow_loss(model, noise[index], sprites[index], t)
+        loss = reflow_loss(model, noise[index], sprites[index], t, features, run.feature_weight)
         update_weights(model, ema, optimizer, loss, learning_rate(step, run.steps, run.lr, run.warmup_steps), step, run.ema_decay)
         losses.append(loss.item())
         if step % 25 == 0:
@@ -126,6 +167,8 @@ def parse_arguments(argv: list[str]) -> Reflow:
     problem = settings_problem(settings)
     if problem is None and not 0 <= settings["endpoint_share"] <= 1:
         problem = f"--endpoint-share is a share of the batch, so in [0, 1]; got {settings['endpoint_share']}"
+    if problem is None and not settings["feature_weight"] >= 0:
+        problem = f"--feature-weight must be >= 0, got {settings['feature_weight']}"
     if problem is None and not (settings["pairs"] > 0 and settings["pair_steps"] > 0):
         problem = "--pairs and --pair-steps must be positive"
     if problem is None:
