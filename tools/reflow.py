@@ -100,13 +100,12 @@ class TeacherFeatures:
 
 def feature_distance(features: TeacherFeatures, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over images of sum over layers of the mean squared distance between unit-normalised feature vectors (LPIPS eq. 1, unweighted)."""
+    def unit(maps):  # each position's feature vector scaled to length 1
+        return [m / (m.norm(dim=1, keepdim=True) + 1e-6) for m in maps]
+
     with torch.no_grad():
-        wanted = [m / (m.norm(dim=1, keepdim=True) + 1e-6) for m in features(targets)]
-    total = 0.0
-    for got, want in zip(features(images), wanted):
-        got = got / (got.norm(dim=1, keepdim=True) + 1e-6)
-        total = total + (got - want).pow(2).sum(dim=1).mean()
-    return total
+        wanted = unit(features(targets))
+    return sum((got - want).pow(2).sum(dim=1).mean() for got, want in zip(unit(features(images)), wanted))
 
 
 def draw_times(batch_size: int, endpoint_share: float, generator: torch.Generator) -> torch.Tensor:
