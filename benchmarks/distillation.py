@@ -16,7 +16,7 @@ distilled student it prints:
              not enough: at N = 1000 the FD of the same sampler moves by about 0.1 (15%) from one
              draw of noise to the next, and so does the real-vs-real floor, more than the targets'
              margins;
-  recall     share of samples within NEAR_COPY_RMS of a training sprite, and the median distance
+  recall     share of samples within measures.NEAR_COPY_RMS of a training sprite, and the median distance
              to the nearest one (students should generate, not recall).
 Then, for each progressive student, how far each of its steps lands from where its own teacher
 lands (RMS over 512 starts; the teacher is the round's: the previous student, or the base model
@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.data import DATA_DIR, to_uint8  # noqa: E402
 from shared.distillation import run_teacher, student_sampler  # noqa: E402
 from tools.distill import round_teacher  # noqa: E402
+from benchmarks.measures import near_copies  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.samplers import generate  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
@@ -143,7 +144,7 @@ def main():
     print(f"  {'sampler':18s} {'sprites/s':>10s} {'speed-up':>9s} {'FD':>14s} {'FD/DDPM':>8s} {'recalled':>9s} {'NN dist':>8s}  "
           f"{'per draw':{6 * args.draws}s}  target")
     for name, row in rows.items():
-        copies = metrics.near_copies(torch.cat(row["images"]))
+        copies = near_copies(metrics, torch.cat(row["images"]))
         speedup, ratio = row["rate"] / base["rate"], row["fd"] / base["fd"]
         target = ""
         if name in TARGETS:
@@ -156,7 +157,7 @@ def main():
               f"{copies['share']:8.1%} {copies['median_rms']:8.3f}  {per_draw:{6 * args.draws}s}  {target}")
     print(f"  real-vs-real FD floor at N = {args.n}, {args.draws} draws of training sprites: {statistics.mean(floors):.3f} "
           f"({' '.join(f'{f:.3f}' for f in floors)})")
-    print(f"  real held-out sprites, nearest training sprite: median distance {metrics.near_copies(metrics.validation.images)['median_rms']:.3f}")
+    print(f"  real held-out sprites, nearest training sprite: median distance {near_copies(metrics, metrics.validation.images)['median_rms']:.3f}")
 
     print("\nEach progressive student's steps against its teacher's (RMS miss where the step lands), starting from")
     print(f"  {'':14s} {'teacher path':>14s}  {'noised train':>14s}  {'noised held-out':>14s}")

@@ -31,6 +31,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.context_unet import ContextUnet  # noqa: E402
 from shared.data import GROUPS, load_sprites  # noqa: E402
+from benchmarks.measures import near_copies  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.model import Denoiser  # noqa: E402
 from shared.samplers import generate  # noqa: E402
@@ -230,10 +231,10 @@ def quality(args, schedule, metrics):
         start = time.perf_counter()
         samples = sample_n(load_model(name), schedule, n, seed=11)
         fd = metrics.frechet(samples)
-        copies = metrics.near_copies(samples)
+        copies = near_copies(metrics, samples)
         print(f"{name}: FD {fd:.2f} = {fd / floor:.2f}x floor; near copies {copies['share']:.1%} "
               f"(median nearest RMS {copies['median_rms']:.3f}); {time.perf_counter() - start:.0f} s")
-    val_copies = metrics.near_copies(metrics.validation.images)
+    val_copies = near_copies(metrics, metrics.validation.images)
     print(f"for reference, held-out real sprites counted as near copies of training sprites: {val_copies['share']:.1%}")
     for name in names + ["classifier"]:
         entry = manifest_entry(name)
@@ -252,7 +253,7 @@ def context_quality(name, schedule, metrics, n, floor):
     real = metrics.class_accuracy(metrics.validation.images, metrics.validation.labels)
     fd = metrics.frechet(samples)
     print(f"{name} (groups in held-out proportions): FD {fd:.2f} = {fd / floor:.2f}x floor; "
-          f"near copies {metrics.near_copies(samples)['share']:.1%}")
+          f"near copies {near_copies(metrics, samples)['share']:.1%}")
     print(f"class accuracy of context samples: {accuracy['overall']:.1%} overall "
           f"(the classifier on held-out real sprites: {real['overall']:.1%})")
     for g, group in enumerate(GROUPS):

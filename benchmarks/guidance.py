@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.data import GROUPS  # noqa: E402
 from shared.guidance import ClassifierFreeGuidance, ClassifierGuidance  # noqa: E402
+from benchmarks.measures import balanced_real_floor  # noqa: E402
 from shared.metrics import SpriteMetrics  # noqa: E402
 from shared.samplers import generate  # noqa: E402
 from shared.schedule import NoiseSchedule  # noqa: E402
@@ -74,7 +75,7 @@ def main():
     labels = torch.arange(len(GROUPS)).repeat_interleave(args.per_group)
     contexts = torch.nn.functional.one_hot(labels, len(GROUPS)).float()
     x_T = torch.randn(len(labels), 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    print(f"real-vs-real floor at N = {len(labels)}, groups weighted equally: {metrics.real_floor(len(labels), balanced=True):.2f}")
+    print(f"real-vs-real floor at N = {len(labels)}, groups weighted equally: {balanced_real_floor(metrics, len(labels)):.2f}")
 
     context_model = load_model("context").requires_grad_(False)
     cfg = sweep("classifier-free guidance, context model", lambda w, _: ClassifierFreeGuidance(context_model, w),

@@ -7,8 +7,7 @@
   real training sprites, which `real_floor` computes.
 - Class accuracy: how often the classifier assigns a conditioned sample to the
   group it was asked for.
-- Near copies: how many samples sit within a small pixel distance of a training
-  sprite, to tell generation from recall.
+- Distance to the nearest training sprite, to tell generation from recall.
 """
 
 from __future__ import annotations
@@ -18,11 +17,6 @@ import torch
 
 from .data import GROUPS, load_sprites
 from .checks import describe
-
-# A sample whose root-mean-square pixel difference (pixels in [0, 1]) to its
-# nearest training sprite is below this counts as a near copy: about 4 levels
-# out of 255, too close to see on screen.
-NEAR_COPY_RMS = 0.015
 
 
 @torch.inference_mode()
@@ -82,26 +76,16 @@ class SpriteMetrics:
             weights = (1 / (len(GROUPS) * counts))[self.validation.labels].numpy()
         return frechet_distance(classifier_features(self.classifier, images), self.validation_features, weights)
 
-    def real_floor(self, n: int, seed: int = 0, balanced: bool = False) -> float:
+    def real_floor(self, n: int, seed: int = 0) -> float:
         """FD of n real training sprites against the validation sprites: what real data scores at this n.
 
         The reference for any sample of n, not a strict bound: n samples can land a little
         below it, as one draw of n real sprites can land above or below its mean.
-
-        balanced=True draws n // 9 sprites of every group and compares with balanced=True.
         """
         if not 2 <= n <= len(self.train):
             raise ValueError(f"n must be in 2..{len(self.train)}, got {n}")
-        generator = torch.Generator().manual_seed(seed)
-        if not balanced:
-            index = torch.randperm(len(self.train), generator=generator)[:n]
-            return self.frechet(self.train.images[index])
-        per_group = max(1, n // len(GROUPS))
-        members = [torch.nonzero(self.train.labels == g).flatten() for g in range(len(GROUPS))]
-        if per_group > min(len(m) for m in members):
-            raise ValueError(f"a balanced floor needs at most {min(len(m) for m in members) * len(GROUPS)} sprites, got n = {n}")
-        index = torch.cat([m[torch.randperm(len(m), generator=generator)[:per_group]] for m in members])
-        return self.frechet(self.train.images[index], balanced=True)
+        index = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.frechet(self.train.images[index])
 
     @torch.inference_mode()
     def predict_groups(self, images: torch.Tensor) -> torch.Tensor:
@@ -116,11 +100,6 @@ class SpriteMetrics:
         correct = self.predict_groups(images) == labels
         per_group = {GROUPS[g]: float(correct[labels == g].float().mean()) for g in labels.unique().tolist()}
         return {"overall": float(correct.float().mean()), "per_group": per_group}
-
-    def near_copies(self, images: torch.Tensor, threshold: float = NEAR_COPY_RMS) -> dict:
-        """Share of images within `threshold` RMS pixel distance of some training sprite."""
-        distances = nearest_training_distance(images, self.train.images)
-        return {"share": float((distances < threshold).float().mean()), "median_rms": float(distances.median())}
 
 
 def nearest_training_distance(images: torch.Tensor, train_images: torch.Tensor) -> torch.Tensor:

@@ -92,11 +92,11 @@ def test_metrics_take_sprites_on_the_gpu():
     images = torch.randn(40, 3, 16, 16, generator=torch.Generator().manual_seed(3)).clamp(-1, 1)
     labels = torch.arange(40) % 9
     cpu_metrics = SpriteMetrics(load_model("classifier"))
-    want = (cpu_metrics.frechet(images), cpu_metrics.class_accuracy(images, labels), cpu_metrics.near_copies(images))
+    want = (cpu_metrics.frechet(images), cpu_metrics.class_accuracy(images, labels), nearest_training_distance(images, cpu_metrics.train.images).tolist())
     with emulated_mps():
         metrics = SpriteMetrics(load_model("classifier", "mps"))
         on_gpu, labels_on_gpu = images.to("mps"), labels.to("mps")
-        got = (metrics.frechet(on_gpu), metrics.class_accuracy(on_gpu, labels_on_gpu), metrics.near_copies(on_gpu))
+        got = (metrics.frechet(on_gpu), metrics.class_accuracy(on_gpu, labels_on_gpu), nearest_training_distance(on_gpu, metrics.train.images).tolist())
         assert got == want
         train_on_gpu = metrics.train.images[:500].to("mps")
         assert torch.equal(nearest_training_distance(on_gpu, train_on_gpu), nearest_training_distance(images, metrics.train.images[:500]))

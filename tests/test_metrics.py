@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.measures import balanced_real_floor, near_copies
 from shared.metrics import SpriteMetrics, frechet_distance, nearest_training_distance
 from shared.weights import load_model
 
@@ -43,13 +44,21 @@ def test_class_accuracy_of_real_validation_sprites(metrics):
 
 
 def test_near_copies(metrics):
-    copies = metrics.near_copies(metrics.train.images[:50])
+    copies = near_copies(metrics, metrics.train.images[:50])
     assert copies["share"] == 1.0 and copies["median_rms"] < 1e-6
-    assert metrics.near_copies(torch.randn(50, 3, 16, 16))["share"] == 0
+    assert near_copies(metrics, torch.randn(50, 3, 16, 16))["share"] == 0
     assert torch.all(nearest_training_distance(metrics.train.images[:3], metrics.train.images) < 1e-6)
     channels_last = metrics.train.images[:3].permute(0, 2, 3, 1)  # same pixel count, wrong layout
     with pytest.raises(ValueError, match=r"shape \(N, 3, 16, 16\) like the training sprites"):
-        metrics.near_copies(channels_last)
+        near_copies(metrics, channels_last)
+
+
+def test_balanced_real_floor_is_repeatable_and_checks_its_size(metrics):
+    floor = balanced_real_floor(metrics, 450, seed=0)
+    assert floor == balanced_real_floor(metrics, 450, seed=0) != balanced_real_floor(metrics, 450, seed=1)
+    assert floor > 0
+    with pytest.raises(ValueError, match="a balanced floor needs"):
+        balanced_real_floor(metrics, len(metrics.train))
 
 
 def test_weighted_frechet_distance_equals_the_unweighted_one_with_equal_weights():
