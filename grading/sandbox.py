@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
@@ -48,14 +50,39 @@ def sandbox_uid() -> int | None:
     return FIRST_SANDBOX_UID + os.getpid() if os.geteuid() == 0 else None
 
 
+def matplotlib_font_cache(folder: Path) -> Path | None:
+    """matplotlib's list of fonts, built once in `folder` as a kernel would see the fonts; None if it cannot be.
+
+    A kernel's matplotlib keeps the list in its empty /tmp and would rebuild it for every submission
+    (about 0.2 s: it runs fc-list and reads every font); given this file, read-only, it only reads it.
+    Built with no home folder, as in the sandbox, so it lists no font the kernel cannot open.
+    """
+    folder = folder / version("matplotlib")
+    built = sorted(folder.glob("fontlist-v*.json"))
+    if not built:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as build:
+            environment = {"PATH": os.environ.get("PATH", ""), "HOME": build, "MPLCONFIGDIR": build}
+            subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=environment,
+                           capture_output=True, timeout=300, check=False)
+            for path in Path(build).glob("fontlist-v*.json"):
+                os.replace(path, folder / path.name)  # atomic: two workers building at once both succeed
+        built = sorted(folder.glob("fontlist-v*.json"))
+    return built[-1] if built else None
+
+
 def sandbox_command(command: list[str], *, cwd: str, workdir: str, socket_dir: str, memory_limit: int,
-                    process_limit: int, file_size_limit: int, tmp_size: int) -> list[str]:
+                    process_limit: int, file_size_limit: int, tmp_size: int, font_cache: Path | None = None) -> list[str]:
     """`command` wrapped in bubblewrap, setpriv and prlimit; `workdir` is shown to it as `cwd`."""
     jail = ["bwrap", "--die-with-parent", "--new-session",
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     for folder in SYSTEM_FOLDERS:
         jail += ["--ro-bind-try", folder, folder]
     jail += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_size), "--tmpfs", "/tmp"]
+    # matplotlib's folder (MPLCONFIGDIR below) must be writable, or matplotlib ignores it
+    jail += ["--perms", "1777", "--dir", "/tmp/matplotlib"]
+    if font_cache is not None:
+        jail += ["--ro-bind", str(font_cache), f"/tmp/matplotlib/{font_cache.name}"]
     mounted = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/sys", "/proc", "/dev", "/tmp"]
     python = {sys.base_prefix, sys.prefix, os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
     binds = [("--ro-bind", folder, folder) for folder in python if not folder.startswith(tuple(m + "/" for m in mounted))]
@@ -93,6 +120,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     file_size_limit = Integer(GIB, help="Largest file a kernel may write").tag(config=True)
     tmp_size = Integer(GIB, help="Size of the kernel's private /tmp (it counts as memory)").tag(config=True)
     workdir = Unicode("", help="The kernel's own writable folder, shown at its working directory").tag(config=True)
+    font_cache_dir = Unicode("", help="Where matplotlib's font list is built once for every kernel (empty: each builds its own)").tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -113,9 +141,10 @@ class SandboxedKernelManager(AsyncKernelManager):
         if uid is not None:
             for path in (self._socket_dir, self.connection_file, *all_paths(Path(workdir))):
                 os.chown(path, uid, uid)
+        font_cache = matplotlib_font_cache(Path(self.font_cache_dir)) if self.font_cache_dir else None
         return sandbox_command(command, cwd=cwd, workdir=workdir, socket_dir=self._socket_dir,
                                memory_limit=self.memory_limit, process_limit=self.process_limit,
-                               file_size_limit=self.file_size_limit, tmp_size=self.tmp_size)
+                               file_size_limit=self.file_size_limit, tmp_size=self.tmp_size, font_cache=font_cache)
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

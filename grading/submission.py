@@ -52,6 +52,7 @@ def autograde_config(*, root: Path, sandboxed: bool, workdir: Path, memory_limit
         config.GuardedExecute.kernel_manager_class = "grading.sandbox.SandboxedKernelManager"
         config.SandboxedKernelManager.workdir = str(workdir)
         config.SandboxedKernelManager.memory_limit = memory_limit
+        config.SandboxedKernelManager.font_cache_dir = str(root / ".grading" / "matplotlib")
     return config
 
 

@@ -403,6 +403,27 @@ def test_a_local_cluster_leaves_the_instructors_environment_as_it_was(tmp_path):
         cluster.close()
 
 
+def test_kernels_share_one_read_only_font_list_built_once(tmp_path):
+    """matplotlib would otherwise rebuild its font list in every kernel's empty /tmp (about 0.2 s a submission)."""
+    from grading.sandbox import matplotlib_font_cache, sandbox_command
+
+    cache = matplotlib_font_cache(tmp_path / "fonts")
+    assert cache is not None and json.loads(cache.read_text())["ttflist"]
+    built_at = cache.stat().st_mtime_ns
+    assert matplotlib_font_cache(tmp_path / "fonts") == cache and cache.stat().st_mtime_ns == built_at  # not built again
+    code = ("import logging, os; logging.basicConfig(level=logging.INFO); import matplotlib.font_manager;"
+            "print(os.access('/tmp/matplotlib', os.W_OK), os.access(f'/tmp/matplotlib/{os.listdir(\"/tmp/matplotlib\")[0]}', os.W_OK))")
+    for font_cache, rebuilt in ((cache, False), (None, True)):
+        work, sockets = tmp_path / f"work-{rebuilt}", tmp_path / f"sockets-{rebuilt}"
+        work.mkdir(), sockets.mkdir()
+        command = sandbox_command([sys.executable, "-c", code], cwd=str(work), workdir=str(work), socket_dir=str(sockets),
+                                  memory_limit=2**32, process_limit=128, file_size_limit=2**30, tmp_size=2**30, font_cache=font_cache)
+        run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert ("generated new fontManager" in run.stderr) == rebuilt, run.stderr
+        assert run.stdout.split() == ["True", str(rebuilt)]  # matplotlib's folder writable; the shared list read-only
+
+
 def test_reference_answers_of_every_lab_pass_the_intake():
     labs = {path.parent.name: intake.grade_ids(json.loads(path.read_text())) for path in (ROOT / "solutions").glob("*/*.ipynb")}
     for lab, ids in labs.items():
