@@ -20,6 +20,7 @@ the gradebook. Only the kernel, which runs student code, is jailed:
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -55,9 +56,10 @@ def matplotlib_font_cache(folder: Path) -> Path | None:
 
     A kernel's matplotlib keeps the list in its empty /tmp and would rebuild it for every submission
     (about 0.2 s: it runs fc-list and reads every font); given this file, read-only, it only reads it.
-    Built with no home folder, as in the sandbox, so it lists no font the kernel cannot open.
+    Built with no home folder, as in the sandbox, so it lists no font the kernel cannot open; one per
+    machine, since machines grading one course from a shared folder may have different fonts.
     """
-    folder = folder / version("matplotlib")
+    folder = folder / f"{version('matplotlib')}-{platform.node()}"
     built = sorted(folder.glob("fontlist-v*.json"))
     if not built:
         folder.mkdir(parents=True, exist_ok=True)
