@@ -28,7 +28,7 @@ def balanced_real_floor(metrics: SpriteMetrics, n: int, seed: int = 0) -> float:
     """FD of n // 9 real training sprites of every group against the validation sprites, groups weighted equally."""
     per_group = max(1, n // len(GROUPS))
     members = [torch.nonzero(metrics.train.labels == g).flatten() for g in range(len(GROUPS))]
-    if not 2 <= n or per_group > min(len(m) for m in members):
+    if n < 2 or per_group > min(len(m) for m in members):
         raise ValueError(f"a balanced floor needs 2..{min(len(m) for m in members) * len(GROUPS)} sprites, got n = {n}")
     generator = torch.Generator().manual_seed(seed)
     index = torch.cat([m[torch.randperm(len(m), generator=generator)[:per_group]] for m in members])
