@@ -173,6 +173,7 @@ class GuardedExecute(Execute):
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         self.token = secrets.token_hex(8)
+        self.baseline_watched, self.baseline_digest = {}, ""  # set by the baseline probe
         self.review: list[str] = []  # reasons to grade by hand
         self.notes: list[str] = []  # what the student should know, not a reason to review
         self.preload = watched.modules_to_preload([cell.source for cell in nb.cells if cell.cell_type == "code"])
@@ -195,6 +196,7 @@ class GuardedExecute(Execute):
                 self.nb.cells[index].outputs = [failed_output("GradingError", "the grading kernel did not start")]
             self.review.append("the grading kernel did not start or did not answer the tamper probe")
             return
+        self.baseline_watched, self.baseline_digest = baseline["watched"], baseline.get("digest", "")
         trusted_names = dict(baseline["namespace"])
         helper_reads = trusted_function_reads(self.nb)
         known_threads = set(baseline["threads"])
@@ -266,6 +268,7 @@ class GuardedExecute(Execute):
         nonce = secrets.token_hex(8)
         settings = {
             "mode": mode, "token": self.token, "nonce": nonce,
+            "expected_digest": self.baseline_digest if mode == "full" else "",
             "preload": self.preload,
             "modules": list(watched.WATCHED_MODULES), "classes": list(watched.WATCHED_CLASSES),
             "private_builtins": list(watched.WATCHED_PRIVATE_BUILTINS),
@@ -290,7 +293,10 @@ class GuardedExecute(Execute):
         text = "".join(output.get("text", "") for output in cell.outputs if output.get("name") == "stdout")
         for line in text.splitlines():
             if line.startswith(marker):
-                return json.loads(line[len(marker):])
+                answer = json.loads(line[len(marker):])
+                if answer["watched"] is None:  # the same digest as the baseline's: nothing replaced
+                    answer["watched"] = self.baseline_watched
+                return answer
         errors = [f"{output.get('ename')}: {output.get('evalue')}" for output in cell.outputs if output.output_type == "error"]
         # The probe is ours and ran before in this kernel: if it cannot answer now, student code is in the way.
         return {"watched": {"tamper probe": "no answer"}, "namespace": {}, "threads": [], "cwd": "", "events": [

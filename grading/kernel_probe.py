@@ -11,6 +11,7 @@ executor compares with the baseline outside the kernel, where student code canno
 
 
 def _grading_probe(settings):
+    import hashlib
     import importlib
     import inspect
     import json
@@ -139,8 +140,12 @@ def _grading_probe(settings):
 
     events = []
     sys.audit(drain_event, events, kept)  # returns what the hook recorded since the last call; keeps `kept` alive
+    # The fingerprints (about 5,000, 250 KB) travel whole only when they differ from the baseline's digest.
+    digest = hashlib.sha256(json.dumps(watched, sort_keys=True).encode()).hexdigest() if watched else ""
+    if digest and digest == settings.get("expected_digest"):
+        watched = None
     print("GRADING-%s-%s %s" % (token, settings["nonce"], json.dumps({
-        "watched": watched, "namespace": namespace, "events": events, "threads": threads, "cwd": os.getcwd()})))
+        "watched": watched, "digest": digest, "namespace": namespace, "events": events, "threads": threads, "cwd": os.getcwd()})))
 
 
 def _install_audit_hook(drain_event, readable, course_root, course_readable):
