@@ -11,6 +11,17 @@ LABS = sorted(path.name for path in (ROOT / "solutions").iterdir() if (path / f"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True)
+def environment_kept_to_each_test():
+    """Whatever a test leaves in os.environ (a Dask nanny writes OMP_NUM_THREADS=1 and a malloc setting there,
+    even when the worker it restarts comes back later) must not reach the kernels of the tests after it."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.fixture(scope="session")
 def train_sprites():
     from shared.data import load_sprites

@@ -225,8 +225,6 @@ def test_rerunning_skips_what_is_graded(attacked_class):
 
 def test_a_worker_killed_mid_grade_loses_nothing(tmp_path):
     """SIGKILL to a worker while it grades: Dask runs its submission on another worker, once in the gradebook, no orphans."""
-    from distributed import Client, LocalCluster
-
     root = make_course(tmp_path / "course")
     students = ["ada", "ben", "cy"]
     for student in students:
@@ -234,8 +232,10 @@ def test_a_worker_killed_mid_grade_loses_nothing(tmp_path):
         folder.mkdir(parents=True)
         nbformat.write(submission(root, RIGHT), folder / f"{LAB}.ipynb")
     log: list[str] = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=0, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    # The grader's own cluster: a LocalCluster made here with Dask's defaults wrote OMP_NUM_THREADS=1 and
+    # MALLOC_TRIM_THRESHOLD_=65536 into this process's environment, and every later test's kernels ran with them.
+    client, cluster = start_client(Settings(root=root, workers=2))
+    with cluster, client:
         worker_pids = client.run(os.getpid)
         killed = []
 
