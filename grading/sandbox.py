@@ -25,16 +25,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
-from queue import Empty
 
-from jupyter_client.asynchronous import AsyncKernelClient
-from jupyter_client.manager import AsyncKernelManager
-from traitlets import Integer, Type, Unicode
+from traitlets import Integer, Unicode
 
 from grading.executor import course_readable_paths
+from grading.kernel_client import PromptKernelManager
 
 GIB = 2**30
 # Environment variables a kernel keeps; everything else (DB URLs, tokens, SSH agents) stays outside.
@@ -117,38 +114,8 @@ def sandbox_command(command: list[str], *, cwd: str, workdir: str, socket_dir: s
     return jail + command
 
 
-class PromptKernelClient(AsyncKernelClient):
-    """jupyter_client's kernel client, ready as soon as the kernel has answered on both channels.
-
-    The stock `wait_for_ready` then listens for 0.2 s of silence on IOPub to drop stale messages;
-    nbclient ignores messages that answer another request anyway, and 0.2 s is 3% of a submission.
-    """
-
-    async def wait_for_ready(self, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
-        while True:
-            self.kernel_info()
-            try:
-                reply = await self.shell_channel.get_msg(timeout=1)
-            except Empty:
-                reply = None
-            if reply is not None and reply["msg_type"] == "kernel_info_reply":
-                try:  # a message on IOPub too: the subscription is live, so no output of the first cell is lost
-                    await self.iopub_channel.get_msg(timeout=0.2)
-                    self._handle_kernel_info_reply(reply)
-                    return
-                except Empty:
-                    pass
-            if not await self._async_is_alive():
-                raise RuntimeError("the kernel died before it answered")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the kernel did not answer in {timeout} s")
-
-
-class SandboxedKernelManager(AsyncKernelManager):
+class SandboxedKernelManager(PromptKernelManager):
     """A kernel manager that starts its kernel inside bubblewrap and talks to it over Unix sockets."""
-
-    client_factory = Type(PromptKernelClient, klass=AsyncKernelClient)
 
     memory_limit = Integer(4 * GIB, help="Bytes of data memory a kernel may allocate (RLIMIT_DATA)").tag(config=True)
     process_limit = Integer(128, help="Processes and threads a kernel may run at once (RLIMIT_NPROC)").tag(config=True)
@@ -187,11 +154,6 @@ class SandboxedKernelManager(AsyncKernelManager):
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     cleanup_resources = _async_cleanup_resources  # AsyncKernelManager binds the name to its parent's method
-
-    async def _async_wait(self, pollinterval: float = 0.01) -> None:
-        # After the kill, jupyter_client polls for the kernel's exit every 0.1 s (its default): a tenth
-        # of a second a submission in which this worker's core sits idle.
-        await super()._async_wait(pollinterval=min(pollinterval, 0.01))
 
 
 def prepare_workdir(cwd: Path, workdir: Path) -> None:

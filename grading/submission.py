@@ -48,6 +48,7 @@ def autograde_config(*, root: Path, sandboxed: bool, workdir: Path, memory_limit
     # The kernel's work is done once the last cell has run: stop it at once rather than ask it to shut
     # down and wait (about 1 s a submission, much of it the kernel's own teardown, on a busy core).
     config.GuardedExecute.shutdown_kernel = "immediate"
+    config.GuardedExecute.kernel_manager_class = "grading.kernel_client.PromptKernelManager"
     if sandboxed:
         config.GuardedExecute.kernel_manager_class = "grading.sandbox.SandboxedKernelManager"
         config.SandboxedKernelManager.workdir = str(workdir)

@@ -527,3 +527,34 @@ def test_a_check_depends_on_the_names_it_reads_and_on_what_trusted_helpers_read(
     assert names_read(check) == {"torch", "noise", "x", "double", "reference_input", "decorate", "default_scale",
                                  "model", "inputs", "get_ipython", "weight"}
     assert names_read("def broken(:") is None  # then every name counts
+
+
+def test_a_kernel_channel_waits_in_short_polls(monkeypatch):
+    """pyzmq's asyncio poll can miss a message (nbclient#312) and sit out a cell's whole timeout: no single poll
+    may wait longer than POLL_SLICE, a message is returned as soon as a poll sees it, and Empty still comes at the deadline."""
+    import asyncio
+    from queue import Empty
+
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    from grading.kernel_client import POLL_SLICE, SlicedPollChannel
+
+    asked: list[float | None] = []
+    arrives_on_poll = 3
+
+    async def poll(self, timeout=None):
+        asked.append(timeout)
+        if len(asked) == arrives_on_poll:
+            return {"msg_type": "execute_reply"}
+        await asyncio.sleep(min(timeout, 0.01))
+        raise Empty
+
+    monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", poll)
+    channel = SlicedPollChannel.__new__(SlicedPollChannel)
+    assert asyncio.run(channel.get_msg(timeout=600))["msg_type"] == "execute_reply"
+    assert len(asked) == arrives_on_poll and all(timeout <= POLL_SLICE for timeout in asked)
+    asked.clear()
+    arrives_on_poll = 10**9
+    with pytest.raises(Empty):
+        asyncio.run(channel.get_msg(timeout=0.05))
+    assert asked and all(timeout <= 0.05 for timeout in asked)

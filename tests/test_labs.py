@@ -201,11 +201,15 @@ def test_solution_runs_end_to_end_outside_the_repository(tmp_path, lab):
     and with its outputs it stays small enough to save, submit and grade (animations are bounded)."""
     from nbclient import NotebookClient
 
+    from grading.kernel_client import PromptKernelManager
+
     folder = tmp_path / lab
     shutil.copytree(ROOT / "solutions" / lab, folder)
     notebook = read(folder / f"{lab}.ipynb")
     start = time.perf_counter()
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
+    # PromptKernelManager: stock nbclient sometimes waits out the whole 600 s after an ipywidgets cell (nbclient#312)
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3", kernel_manager_class=PromptKernelManager,
+                            resources={"metadata": {"path": str(folder)}})
     old = dict(os.environ)
     os.environ["PATH"] = ENV["PATH"]
     os.environ.pop("NBGRADER_EXECUTION", None)
@@ -253,10 +257,12 @@ def test_demos_survive_unfinished_exercises(tmp_path, lab):
     a demo that needs an unfinished exercise says which one and draws with the course's version instead."""
     from nbclient import NotebookClient
 
+    from grading.kernel_client import PromptKernelManager
+
     folder = tmp_path / lab
     shutil.copytree(ROOT / "labs" / lab, folder)
     notebook = read(folder / f"{lab}.ipynb")
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3", allow_errors=True,
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3", allow_errors=True, kernel_manager_class=PromptKernelManager,
                             resources={"metadata": {"path": str(folder)}})
     old = dict(os.environ)
     os.environ.update(PATH=ENV["PATH"], NBGRADER_EXECUTION="autograde")  # the demos' small sizes: this test reads errors, not pictures
