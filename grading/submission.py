@@ -48,9 +48,9 @@ def autograde_config(*, root: Path, sandboxed: bool, workdir: Path, memory_limit
     # The kernel's work is done once the last cell has run: stop it at once rather than ask it to shut
     # down and wait (about 1 s a submission, much of it the kernel's own teardown, on a busy core).
     config.GuardedExecute.shutdown_kernel = "immediate"
-    config.GuardedExecute.kernel_manager_class = "grading.kernel_client.PromptKernelManager"
+    config.GuardedExecute.kernel_manager_class = (
+        "grading.sandbox.SandboxedKernelManager" if sandboxed else "grading.kernel_client.PromptKernelManager")
     if sandboxed:
-        config.GuardedExecute.kernel_manager_class = "grading.sandbox.SandboxedKernelManager"
         config.SandboxedKernelManager.workdir = str(workdir)
         config.SandboxedKernelManager.memory_limit = memory_limit
         config.SandboxedKernelManager.font_cache_dir = str(root / ".grading" / "matplotlib")
