@@ -19,6 +19,7 @@ the gradebook. Only the kernel, which runs student code, is jailed:
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -73,6 +74,12 @@ def matplotlib_font_cache(folder: Path) -> Path | None:
     return built[-1] if built else None
 
 
+def kernel_environment() -> dict[str, str]:
+    """A kernel's whole environment: the kept variables of this process, and a home in its private /tmp."""
+    kept = {name: os.environ[name] for name in KEPT_ENVIRONMENT if name in os.environ}
+    return {**kept, "HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "TMPDIR": "/tmp"}
+
+
 def sandbox_command(command: list[str], *, cwd: str, workdir: str, socket_dir: str, memory_limit: int,
                     process_limit: int, file_size_limit: int, tmp_size: int, font_cache: Path | None = None) -> list[str]:
     """`command` wrapped in bubblewrap, setpriv and prlimit; `workdir` is shown to it as `cwd`."""
@@ -100,10 +107,8 @@ def sandbox_command(command: list[str], *, cwd: str, workdir: str, socket_dir: s
         jail += [kind, source, target]
         mounted.append(target)
     jail += ["--chdir", cwd, "--clearenv"]
-    for name in KEPT_ENVIRONMENT:
-        if name in os.environ:
-            jail += ["--setenv", name, os.environ[name]]
-    jail += ["--setenv", "HOME", "/tmp", "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib", "--setenv", "TMPDIR", "/tmp"]
+    for name, value in kernel_environment().items():
+        jail += ["--setenv", name, value]
     uid = sandbox_uid()
     if uid is not None:
         jail += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
@@ -123,6 +128,7 @@ class SandboxedKernelManager(PromptKernelManager):
     tmp_size = Integer(GIB, help="Size of the kernel's private /tmp (it counts as memory)").tag(config=True)
     workdir = Unicode("", help="The kernel's own writable folder, shown at its working directory").tag(config=True)
     font_cache_dir = Unicode("", help="Where matplotlib's font list is built once for every kernel (empty: each builds its own)").tag(config=True)
+    zygote_socket = Unicode("", help="A warm kernel process (grading/zygote.py) to fork kernels from (empty: start each kernel afresh)").tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -144,9 +150,20 @@ class SandboxedKernelManager(PromptKernelManager):
             for path in (self._socket_dir, self.connection_file, *all_paths(Path(workdir))):
                 os.chown(path, uid, uid)
         font_cache = matplotlib_font_cache(Path(self.font_cache_dir)) if self.font_cache_dir else None
-        return sandbox_command(command, cwd=cwd, workdir=workdir, socket_dir=self._socket_dir,
-                               memory_limit=self.memory_limit, process_limit=self.process_limit,
-                               file_size_limit=self.file_size_limit, tmp_size=self.tmp_size, font_cache=font_cache)
+        limits = dict(memory_limit=self.memory_limit, process_limit=self.process_limit, file_size_limit=self.file_size_limit)
+        warm = self.zygote_socket and uid is not None and "ipykernel_launcher" in command
+        # From the zygote: bubblewrap builds the same jail around a placeholder, and a fork of the
+        # zygote, already past its imports, becomes the kernel inside it (grading/zygote.py).
+        jailed = ["sleep", "infinity"] if warm else command
+        jail = sandbox_command(jailed, cwd=cwd, workdir=workdir, socket_dir=self._socket_dir, tmp_size=self.tmp_size,
+                               font_cache=font_cache, **limits)
+        if not warm:
+            return jail
+        request = {"uid": uid, "cwd": cwd, "argv": command[command.index("ipykernel_launcher") + 1:],
+                   "env": kernel_environment(), "limits": {"data": self.memory_limit, "nproc": self.process_limit,
+                                                           "fsize": self.file_size_limit}}
+        launcher = str(Path(__file__).with_name("zygote_launch.py"))
+        return [sys.executable, "-I", "-S", launcher, self.zygote_socket, json.dumps(request), *jail]
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

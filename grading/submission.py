@@ -54,6 +54,8 @@ def autograde_config(*, root: Path, sandboxed: bool, workdir: Path, memory_limit
         config.SandboxedKernelManager.workdir = str(workdir)
         config.SandboxedKernelManager.memory_limit = memory_limit
         config.SandboxedKernelManager.font_cache_dir = str(root / ".grading" / "matplotlib")
+        # Set by the warm grading process (grading/warm.py) when its zygote runs: kernels start past their imports.
+        config.SandboxedKernelManager.zygote_socket = os.environ.get("GRADING_KERNEL_ZYGOTE", "")
     return config
 
 

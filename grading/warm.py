@@ -23,9 +23,12 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import traceback
+
+from grading.zygote import READY as ZYGOTE_READY
 
 PID_PREFIX = "GRADING-PID "
 READY = "GRADING-WARM-READY"
@@ -67,10 +70,43 @@ def read_request(connection: socket.socket) -> dict:
     return request
 
 
+# The worker's zygote (grading/zygote.py), which forks sandboxed kernels past their imports; None if there is none.
+ZYGOTE: subprocess.Popen | None = None
+ZYGOTE_SOCKET = "GRADING_KERNEL_ZYGOTE"  # the environment variable that names its socket to the submissions
+
+
+def start_zygote(folder: str) -> subprocess.Popen | None:
+    """The zygote, started with a kernel's environment, where it can jail kernels: as root, with bubblewrap."""
+    from grading.sandbox import bubblewrap, kernel_environment
+
+    # One thread per kernel, as the class grader runs them: with more, numpy's BLAS starts threads at
+    # import, and a fork would copy only one of them.
+    if os.geteuid() != 0 or bubblewrap() is None or os.environ.get("OMP_NUM_THREADS") != "1":
+        return None
+    return subprocess.Popen([sys.executable, "-m", "grading.zygote", "--socket", os.path.join(folder, "zygote")],
+                            env=kernel_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def zygote_ready(process: subprocess.Popen, socket_path: str) -> bool:
+    """Waits for the zygote's imports; False, with its reason on stderr, if it could not start."""
+    lines = []
+    for line in iter(process.stdout.readline, b""):
+        if line.decode(errors="replace").strip() == ZYGOTE_READY:
+            os.environ[ZYGOTE_SOCKET] = socket_path
+            return True
+        lines.append(line.decode(errors="replace"))
+    print("warm kernels are off: the zygote did not start:", "".join(lines)[-2000:], file=sys.stderr, flush=True)
+    return False
+
+
 def grade_in_child(connection: socket.socket, request: dict) -> None:
     """In the forked child: become `python -m grading.submission --watch-stdin` talking over `connection`. Never returns."""
     code = 1
     try:
+        if ZYGOTE is not None:  # only the warm process holds the zygote's pipes: its exit must close them
+            os.close(ZYGOTE.stdin.fileno())
+            os.close(ZYGOTE.stdout.fileno())
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the parent ignores it; jupyter_client must wait for its kernel
         os.setsid()
         for fd in (0, 1, 2):
@@ -90,7 +126,11 @@ def grade_in_child(connection: socket.socket, request: dict) -> None:
 
 
 def serve(socket_path: str) -> None:
+    global ZYGOTE
+    ZYGOTE = start_zygote(os.path.dirname(socket_path))  # it imports while this process does
     preload()
+    if ZYGOTE is not None and not zygote_ready(ZYGOTE, os.path.join(os.path.dirname(socket_path), "zygote")):
+        ZYGOTE = None
     if threading.active_count() != 1:  # forking a process with other threads can copy a held lock
         raise RuntimeError(f"the warm grading process must be single-threaded, has {threading.active_count()} threads")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
