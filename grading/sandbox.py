@@ -15,6 +15,10 @@ the gradebook. Only the kernel, which runs student code, is jailed:
 - its own process namespace, killed whole when the kernel's parent dies (--die-with-parent);
 - a new session, so it cannot reach the instructor's terminal, and an environment with nothing
   of the grader's (no database URL, no tokens).
+
+With a zygote (`zygote_socket`, set by grading/warm.py when grading runs as root), bubblewrap builds
+the same jail around a placeholder and the kernel is a fork of the zygote that joins it, past its
+imports (grading/zygote.py says how).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from grading.executor import course_readable_paths
 from grading.kernel_client import PromptKernelManager
 
 GIB = 2**30
+JAIL_BUILT = "jail-built"  # what a warm kernel's placeholder says once it runs (grading/zygote_launch.py)
 # Environment variables a kernel keeps; everything else (DB URLs, tokens, SSH agents) stays outside.
 KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "OPENBLAS_NUM_THREADS", "NBGRADER_EXECUTION", "PYDEVD_DISABLE_FILE_VALIDATION", "JPY_SESSION_NAME")
@@ -154,7 +159,8 @@ class SandboxedKernelManager(PromptKernelManager):
         warm = self.zygote_socket and uid is not None and "ipykernel_launcher" in command
         # From the zygote: bubblewrap builds the same jail around a placeholder, and a fork of the
         # zygote, already past its imports, becomes the kernel inside it (grading/zygote.py).
-        jailed = ["sleep", "infinity"] if warm else command
+        # The placeholder speaks once it runs, which bubblewrap lets it do only when the jail is complete.
+        jailed = ["/bin/sh", "-c", f"echo {JAIL_BUILT}; exec sleep infinity"] if warm else command
         jail = sandbox_command(jailed, cwd=cwd, workdir=workdir, socket_dir=self._socket_dir, tmp_size=self.tmp_size,
                                font_cache=font_cache, **limits)
         if not warm:

@@ -75,7 +75,7 @@ ZYGOTE: subprocess.Popen | None = None
 ZYGOTE_SOCKET = "GRADING_KERNEL_ZYGOTE"  # the environment variable that names its socket to the submissions
 
 
-def start_zygote(folder: str) -> subprocess.Popen | None:
+def start_zygote(folder: str, course: str) -> subprocess.Popen | None:
     """The zygote, started with a kernel's environment, where it can jail kernels: as root, with bubblewrap."""
     from grading.sandbox import bubblewrap, kernel_environment
 
@@ -83,7 +83,7 @@ def start_zygote(folder: str) -> subprocess.Popen | None:
     # import, and a fork would copy only one of them.
     if os.geteuid() != 0 or bubblewrap() is None or os.environ.get("OMP_NUM_THREADS") != "1":
         return None
-    return subprocess.Popen([sys.executable, "-m", "grading.zygote", "--socket", os.path.join(folder, "zygote")],
+    return subprocess.Popen([sys.executable, "-m", "grading.zygote", "--socket", os.path.join(folder, "zygote"), "--course", course],
                             env=kernel_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -125,9 +125,9 @@ def grade_in_child(connection: socket.socket, request: dict) -> None:
         os._exit(code)
 
 
-def serve(socket_path: str) -> None:
+def serve(socket_path: str, course: str = "") -> None:
     global ZYGOTE
-    ZYGOTE = start_zygote(os.path.dirname(socket_path))  # it imports while this process does
+    ZYGOTE = start_zygote(os.path.dirname(socket_path), course)  # it imports while this process does
     preload()
     if ZYGOTE is not None and not zygote_ready(ZYGOTE, os.path.join(os.path.dirname(socket_path), "zygote")):
         ZYGOTE = None
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="the Unix socket to listen on, in a folder only this user can open")
     parser.add_argument("--course", required=True, help="the course it grades (a label, so that its processes can be found)")
-    serve(parser.parse_args(argv).socket)
+    args = parser.parse_args(argv)
+    serve(args.socket, args.course)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Warm kernels: torch and the kernel's imports paid once per worker, a fresh sandbox for every kernel.
 
-    python -m grading.zygote --socket PATH      (started by grading.warm when grading runs as root)
+    python -m grading.zygote --socket PATH --course ROOT    (started by grading.warm when grading runs as root)
 
 A kernel spends about 2 s importing torch, IPython and ipykernel before a lab's first cell does
 any work. This process imports them once, with a kernel's environment, and never runs student
@@ -82,6 +82,15 @@ def enter_jail(pid: int) -> None:
         os.close(root)
 
 
+def reseed() -> None:
+    """Seeds from the OS what a fresh kernel's imports would have, so that kernels do not share the zygote's."""
+    import random
+
+    random.seed()
+    if "numpy.random" in sys.modules:
+        sys.modules["numpy"].random.seed()
+
+
 def become_kernel(request: dict, output: list[int]) -> None:
     """In the jail's PID namespace: the kernel's session, limits and user, nothing inherited. Never returns."""
     code = 1
@@ -108,6 +117,7 @@ def become_kernel(request: dict, output: list[int]) -> None:
         os.environ.update({str(key): str(value) for key, value in request["env"].items()})
         del sys.path[0]  # this process's own folder; a kernel started afresh has none in its place either
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        reseed()
         from ipykernel import kernelapp
 
         sys.argv = [os.path.join(os.path.dirname(os.path.dirname(kernelapp.__file__)), "ipykernel_launcher.py"), *request["argv"]]
@@ -126,7 +136,11 @@ def serve_kernel(connection: socket.socket, request: dict, output: list[int]) ->
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
         os.dup2(output[1], 2)  # what goes wrong from here shows where a kernel's errors would
+        outside = os.stat("/")
         enter_jail(int(request["sandbox_pid"]))
+        inside = os.stat("/")
+        if (inside.st_dev, inside.st_ino) == (outside.st_dev, outside.st_ino):
+            raise RuntimeError("the jail's root is this machine's root: no kernel runs there")
         kernel = os.fork()
         if kernel == 0:
             connection.close()
@@ -211,6 +225,7 @@ def serve(socket_path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="the Unix socket to listen on, in a folder only root can open")
+    parser.add_argument("--course", default="", help="the course it serves (a label, so that its processes can be found)")
     serve(parser.parse_args(argv).socket)
     return 0
 

@@ -558,3 +558,123 @@ def test_a_kernel_channel_waits_in_short_polls(monkeypatch):
     with pytest.raises(Empty):
         asyncio.run(channel.get_msg(timeout=0.05))
     assert asked and all(timeout <= 0.05 for timeout in asked)
+
+
+JAIL_REPORT = """
+import json, os, resource, socket, sys
+status = open("/proc/self/status").read()
+def field(name):
+    return status.split(f"\\n{name}:")[1].split()[0]
+def readable(path):
+    try:
+        return sorted(os.listdir(path)) if os.path.isdir(path) else open(path).read()
+    except OSError as error:
+        return type(error).__name__
+try:
+    socket.create_connection(("127.0.0.1", 22), timeout=1)
+    network = "reached"
+except OSError as error:
+    network = type(error).__name__
+print(json.dumps({
+    "uid": os.getuid(), "cwd": os.getcwd(), "root": sorted(os.listdir("/")),
+    "processes": sorted(int(pid) for pid in os.listdir("/proc") if pid.isdigit()),
+    "solutions": readable(SOLUTIONS), "course": readable(COURSE),
+    "data_limit": resource.getrlimit(resource.RLIMIT_DATA)[0], "process_limit": resource.getrlimit(resource.RLIMIT_NPROC)[0],
+    "capabilities": field("CapEff"), "no_new_privs": field("NoNewPrivs"), "network": network,
+    "environment": sorted(os.environ), "path": sys.path, "torch_loaded": "torch" in sys.modules,
+}))
+"""
+
+
+def start_zygote(folder: Path) -> tuple[subprocess.Popen, str]:
+    from grading.sandbox import kernel_environment
+    from grading.zygote import READY
+
+    path = str(folder / "zygote")
+    process = subprocess.Popen([sys.executable, "-m", "grading.zygote", "--socket", path, "--course", str(folder)],
+                               cwd=ROOT, env={**kernel_environment(), "OMP_NUM_THREADS": "1"},
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout.readline().decode().strip() == READY
+    return process, path
+
+
+def run_in_jailed_kernel(cwd: Path, zygote_socket: str, code: str, stop: str = "shutdown") -> tuple[str, int]:
+    """Runs `code` in a kernel of SandboxedKernelManager; its stdout, and the kernel's pid outside (its launcher's)."""
+    import asyncio
+
+    from grading.sandbox import SandboxedKernelManager
+
+    async def run() -> tuple[str, int]:
+        manager = SandboxedKernelManager(zygote_socket=zygote_socket, memory_limit=3 * 2**30, process_limit=64)
+        await manager.start_kernel(cwd=str(cwd))
+        client = manager.client()
+        client.start_channels()
+        output: list[str] = []
+        try:
+            await client.wait_for_ready(timeout=60)
+            await client.execute_interactive(code, timeout=60, output_hook=lambda message: output.append(
+                message["content"]["text"] if message["msg_type"] == "stream" and message["content"]["name"] == "stdout" else ""))
+        finally:
+            client.stop_channels()
+            pid = manager.provisioner.process.pid
+            if stop == "kill":
+                os.kill(pid, signal.SIGKILL)  # as jupyter_client does to a kernel that will not stop
+            await manager.shutdown_kernel(now=True)
+        return "".join(output), pid
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh-kernel", "kernel-from-zygote"])
+def test_a_kernel_from_the_zygote_is_jailed_as_a_fresh_one(tmp_path, warm, monkeypatch):
+    """The same jail either way: its own user with no capabilities, limits, processes, network, files,
+    environment and import path; a kernel from the zygote has torch loaded before its first cell."""
+    if os.geteuid() != 0:
+        pytest.fail("grading tests run as root (CI does): a kernel from the zygote needs it")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("GRADING_DB_URL", "postgresql://grader:secret@db/course")  # must not reach the kernel
+    course = tmp_path / "course"
+    (course / "solutions").mkdir(parents=True)
+    (course / "solutions" / "answers.txt").write_text("the reference answers")
+    cwd = course / "autograded" / "student" / "lab"
+    cwd.mkdir(parents=True)
+    zygote, socket_path = start_zygote(tmp_path) if warm else (None, "")
+    try:
+        code = f"SOLUTIONS, COURSE = {str(course / 'solutions' / 'answers.txt')!r}, {str(course)!r}\n" + JAIL_REPORT
+        output, _ = run_in_jailed_kernel(cwd, socket_path, code)
+    finally:
+        if zygote is not None:
+            zygote.stdin.close()
+            assert zygote.wait(timeout=30) == 0
+    report = json.loads(output or "null") or pytest.fail(f"no report from the kernel: {output!r}")
+    assert report["uid"] >= 200_000 and report["capabilities"] == "0000000000000000" and report["no_new_privs"] == "1"
+    # Under /tmp, as here, bubblewrap makes the folders above the kernel's own root's alone; elsewhere it sees autograded/ only.
+    assert report["cwd"] == str(cwd) and report["solutions"] in ("FileNotFoundError", "PermissionError")
+    assert report["course"] in (["autograded"], "PermissionError")
+    assert report["data_limit"] == 3 * 2**30 and report["process_limit"] == 64
+    assert report["network"] != "reached" and "GRADING_DB_URL" not in report["environment"]
+    assert len(report["processes"]) <= 4, report["processes"]  # the jail's init, its placeholder or kernel, the kernel
+    assert "" in report["path"] and str(ROOT) not in report["path"]
+    assert report["torch_loaded"] == warm
+
+
+def test_killing_a_kernel_from_the_zygote_ends_its_jail(tmp_path, monkeypatch):
+    """jupyter_client kills a kernel by its process, which for a kernel from the zygote is the launcher: the
+    jail and the kernel in it go too, and the zygote serves the next kernel."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    zygote, socket_path = start_zygote(tmp_path)
+    try:
+        for _ in range(2):
+            output, launcher = run_in_jailed_kernel(cwd, socket_path, "print(__import__('os').getuid())", stop="kill")
+            assert int(output) >= 200_000
+            deadline = time.time() + 10
+            while (left := [line for line in sandbox_processes(str(tmp_path)) if not line.startswith(f"{zygote.pid} ")]) and time.time() < deadline:
+                time.sleep(0.2)
+            assert not left, left
+            assert not Path(f"/proc/{launcher}").exists() or "zombie" in Path(f"/proc/{launcher}/status").read_text()
+    finally:
+        zygote.stdin.close()
+        assert zygote.wait(timeout=30) == 0
+    assert not outlived(str(tmp_path), patience=10)
