@@ -9,16 +9,18 @@ stub), and two hostile kinds: one patches torch.allclose, torch.equal and torch.
 stub answers, one gives the right answers and then calls os._exit in its last answer. The same
 class is graded in a symmetric order, so that a steady drift in this machine's speed cancels:
 serial nbgrader (one process, as `make autograde` used to), `grading` on 2 workers, on 1 worker,
-on 2 workers again, serial nbgrader again; each figure is the mean of its runs. The sandbox's
-cost comes from a few honest submissions graded sandboxed, unsandboxed, unsandboxed, sandboxed.
-Prints throughput, the speed-up over serial, the sandbox's overhead per submission, a projection
-for 300 students x 6 labs, and checks that every honest submission scores exactly what serial
-nbgrader gave it. Run it with nothing else busy.
+on 2 workers again, serial nbgrader again; each figure is the mean of its runs. A few honest
+submissions, graded on one worker with warm kernels, sandboxed with kernels started afresh,
+unsandboxed twice, then the other two again, give the sandbox's own cost per submission and what
+warm kernels (grading/zygote.py) save. Prints throughput, the speed-up over serial, those two, a
+projection for 300 students x 6 labs, and checks that every honest submission scores exactly what
+serial nbgrader gave it. Run it with nothing else busy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -134,6 +136,16 @@ def grade_in_parallel(prepared: Path, lab: str, workers: int, unsandboxed: bool 
     return seconds, scores(root, lab)
 
 
+@contextlib.contextmanager
+def warm_kernels_off():
+    """Every kernel started afresh (grading/warm.py reads GRADING_WARM_KERNELS when a worker starts)."""
+    os.environ["GRADING_WARM_KERNELS"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("GRADING_WARM_KERNELS")
+
+
 def per_minute(count: int, seconds: float) -> float:
     return 60 * count / seconds
 
@@ -176,14 +188,21 @@ def main() -> int:
         print(f"means                        : serial {per_minute(count, serial_seconds):.2f}/min, "
               f"2 workers {per_minute(count, two_seconds):.2f}/min")
 
+        # The jail's own cost with kernels started afresh, as unsandboxed kernels are, then what the warm
+        # kernels (grading/zygote.py) save; in the order warm, fresh, unsandboxed x 2, fresh, warm.
         sample = [student for student, kind in kinds.items() if kind in HONEST][: args.overhead_sample]
-        boxed = [grade_in_parallel(prepared, args.lab, 1, only=sample)[0]]
-        unboxed = [grade_in_parallel(prepared, args.lab, 1, unsandboxed=True, only=sample)[0] for _ in range(2)]
-        boxed.append(grade_in_parallel(prepared, args.lab, 1, only=sample)[0])
-        boxed_mean, unboxed_mean = sum(boxed) / 2, sum(unboxed) / 2
-        print(f"sandbox overhead             : {(boxed_mean - unboxed_mean) / len(sample):+7.2f} s per submission "
-              f"({len(sample)} honest submissions, 1 worker, sandboxed {boxed[0]:.1f} and {boxed[1]:.1f} s, "
-              f"unsandboxed {unboxed[0]:.1f} and {unboxed[1]:.1f} s)")
+        warm, fresh, unboxed = [grade_in_parallel(prepared, args.lab, 1, only=sample)[0]], [], []
+        with warm_kernels_off():
+            fresh.append(grade_in_parallel(prepared, args.lab, 1, only=sample)[0])
+            unboxed += [grade_in_parallel(prepared, args.lab, 1, unsandboxed=True, only=sample)[0] for _ in range(2)]
+            fresh.append(grade_in_parallel(prepared, args.lab, 1, only=sample)[0])
+        warm.append(grade_in_parallel(prepared, args.lab, 1, only=sample)[0])
+        warm_mean, fresh_mean, unboxed_mean = sum(warm) / 2, sum(fresh) / 2, sum(unboxed) / 2
+        print(f"sandbox overhead             : {(fresh_mean - unboxed_mean) / len(sample):+7.2f} s per submission "
+              f"({len(sample)} honest submissions, 1 worker, kernels started afresh: sandboxed {fresh[0]:.1f} and "
+              f"{fresh[1]:.1f} s, unsandboxed {unboxed[0]:.1f} and {unboxed[1]:.1f} s)")
+        print(f"warm kernels                 : {(warm_mean - fresh_mean) / len(sample):+7.2f} s per submission "
+              f"(sandboxed, forked from the zygote {warm[0]:.1f} and {warm[1]:.1f} s, started afresh {fresh[0]:.1f} and {fresh[1]:.1f} s)")
 
         one, two = per_minute(count, runs[1][0]), per_minute(count, runs[2][0])
         efficiency = two / (2 * one)

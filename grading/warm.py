@@ -80,8 +80,10 @@ def start_zygote(folder: str, course: str) -> subprocess.Popen | None:
     from grading.sandbox import bubblewrap, kernel_environment
 
     # One thread per kernel, as the class grader runs them: with more, numpy's BLAS starts threads at
-    # import, and a fork would copy only one of them.
+    # import, and a fork would copy only one of them. GRADING_WARM_KERNELS=0 starts every kernel afresh.
     if os.geteuid() != 0 or bubblewrap() is None or os.environ.get("OMP_NUM_THREADS") != "1":
+        return None
+    if os.environ.get("GRADING_WARM_KERNELS", "1") == "0":
         return None
     return subprocess.Popen([sys.executable, "-m", "grading.zygote", "--socket", os.path.join(folder, "zygote"), "--course", course],
                             env=kernel_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -678,3 +678,12 @@ def test_killing_a_kernel_from_the_zygote_ends_its_jail(tmp_path, monkeypatch):
         zygote.stdin.close()
         assert zygote.wait(timeout=30) == 0
     assert not outlived(str(tmp_path), patience=10)
+
+
+def test_warm_kernels_can_be_turned_off(tmp_path, monkeypatch):
+    """GRADING_WARM_KERNELS=0 (what the benchmark uses to time the jail alone) starts no zygote."""
+    from grading import warm
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("GRADING_WARM_KERNELS", "0")
+    assert warm.start_zygote(str(tmp_path), str(tmp_path)) is None
