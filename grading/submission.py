@@ -28,6 +28,8 @@ sys.modules.setdefault("rfc3987_syntax", None)
 
 from traitlets.config import Config  # noqa: E402
 
+from grading.zygote import SOCKET_VARIABLE  # noqa: E402
+
 RESULT_PREFIX = "GRADING-RESULT "
 
 
@@ -55,7 +57,7 @@ def autograde_config(*, root: Path, sandboxed: bool, workdir: Path, memory_limit
         config.SandboxedKernelManager.memory_limit = memory_limit
         config.SandboxedKernelManager.font_cache_dir = str(root / ".grading" / "matplotlib")
         # Set by the warm grading process (grading/warm.py) when its zygote runs: kernels start past their imports.
-        config.SandboxedKernelManager.zygote_socket = os.environ.get("GRADING_KERNEL_ZYGOTE", "")
+        config.SandboxedKernelManager.zygote_socket = os.environ.get(SOCKET_VARIABLE, "")
     return config
 
 

@@ -18,9 +18,7 @@ names the course, so that what runs for a course can be found by it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -29,10 +27,10 @@ import threading
 import traceback
 
 from grading.zygote import READY as ZYGOTE_READY
+from grading.zygote import SOCKET_VARIABLE, fork_per_request
 
 PID_PREFIX = "GRADING-PID "
 READY = "GRADING-WARM-READY"
-MAX_REQUEST_BYTES = 1 << 16
 
 
 def preload() -> None:
@@ -56,23 +54,15 @@ def preload() -> None:
     import grading.sandbox  # noqa: F401
 
 
-def read_request(connection: socket.socket) -> dict:
-    """One line of JSON: the submission's command-line arguments and the environment it adds."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = connection.recv(4096)
-        if not chunk or len(data) > MAX_REQUEST_BYTES:
-            raise ValueError("the request was cut short or too long")
-        data += chunk
-    request = json.loads(data)
-    if not isinstance(request.get("argv"), list) or not isinstance(request.get("env", {}), dict):
+def check_request(request: dict, descriptors: list[int]) -> None:
+    """A request is one line of JSON: the submission's command-line arguments and the environment it adds."""
+    if (not isinstance(request, dict) or not isinstance(request.get("argv"), list)
+            or not isinstance(request.get("env", {}), dict) or descriptors):
         raise ValueError('a request is {"argv": [...], "env": {...}}')
-    return request
 
 
 # The worker's zygote (grading/zygote.py), which forks sandboxed kernels past their imports; None if there is none.
 ZYGOTE: subprocess.Popen | None = None
-ZYGOTE_SOCKET = "GRADING_KERNEL_ZYGOTE"  # the environment variable that names its socket to the submissions
 
 
 def start_zygote(folder: str, course: str) -> subprocess.Popen | None:
@@ -95,14 +85,14 @@ def zygote_ready(process: subprocess.Popen, socket_path: str) -> bool:
     lines = []
     for line in iter(process.stdout.readline, b""):
         if line.decode(errors="replace").strip() == ZYGOTE_READY:
-            os.environ[ZYGOTE_SOCKET] = socket_path
+            os.environ[SOCKET_VARIABLE] = socket_path
             return True
         lines.append(line.decode(errors="replace"))
     print("warm kernels are off: the zygote did not start:", "".join(lines)[-2000:], file=sys.stderr, flush=True)
     return False
 
 
-def grade_in_child(connection: socket.socket, request: dict) -> None:
+def grade_in_child(connection: socket.socket, request: dict, descriptors: list[int]) -> None:
     """In the forked child: become `python -m grading.submission --watch-stdin` talking over `connection`. Never returns."""
     code = 1
     try:
@@ -135,32 +125,7 @@ def serve(socket_path: str, course: str = "") -> None:
         ZYGOTE = None
     if threading.active_count() != 1:  # forking a process with other threads can copy a held lock
         raise RuntimeError(f"the warm grading process must be single-threaded, has {threading.active_count()} threads")
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(socket_path)
-    listener.listen(16)
-    events = selectors.DefaultSelector()
-    events.register(listener, selectors.EVENT_READ)
-    events.register(sys.stdin.buffer, selectors.EVENT_READ)
-    print(READY, flush=True)
-    while True:
-        for key, _ in events.select():
-            if key.fileobj is not listener:
-                if not sys.stdin.buffer.read1(1):  # the worker is gone
-                    return
-                continue
-            connection, _ = listener.accept()
-            try:
-                request = read_request(connection)
-            except (ValueError, OSError) as error:
-                connection.sendall(f"bad request: {error}\n".encode())
-                connection.close()
-                continue
-            sys.stdout.flush()
-            if os.fork() == 0:
-                listener.close()
-                grade_in_child(connection, request)
-            connection.close()
+    fork_per_request(socket_path, READY, check_request, grade_in_child)
 
 
 def main(argv: list[str] | None = None) -> int:

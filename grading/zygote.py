@@ -32,6 +32,7 @@ import sys
 import traceback
 
 READY = "GRADING-ZYGOTE-READY"
+SOCKET_VARIABLE = "GRADING_KERNEL_ZYGOTE"  # names a worker's zygote to its submissions (set by grading/warm.py)
 MAX_REQUEST_BYTES = 1 << 16
 # setns(2) flags, in the order nsenter joins them: the mount namespace last, since it changes what /proc shows.
 NAMESPACES = (("ipc", 0x08000000), ("uts", 0x04000000), ("net", 0x40000000), ("cgroup", 0x02000000),
@@ -169,19 +170,68 @@ def serve_kernel(connection: socket.socket, request: dict, output: list[int]) ->
 
 
 def read_request(connection: socket.socket) -> tuple[dict, list[int]]:
-    """The request, and the launcher's stdout and stderr, which it sends along with its first bytes."""
+    """One line of JSON, and any descriptors sent along with it (at most two)."""
     data, descriptors = b"", []
     while not data.endswith(b"\n"):
         chunk, received, _, _ = socket.recv_fds(connection, 4096, 2)
         descriptors += received
         if not chunk or len(data) > MAX_REQUEST_BYTES:
+            for descriptor in descriptors:
+                os.close(descriptor)
             raise ValueError("the request was cut short or too long")
         data += chunk
-    request = json.loads(data)
-    missing = {"sandbox_pid", "cwd", "argv", "env", "limits"} - set(request)
+    try:
+        return json.loads(data), descriptors
+    except ValueError:
+        for descriptor in descriptors:
+            os.close(descriptor)
+        raise
+
+
+def fork_per_request(socket_path: str, ready: str, check, serve_in_child) -> None:
+    """A fork server: listens on `socket_path`, says `ready`, and for each connection reads a request,
+    `check(request, descriptors)` (a ValueError is answered as a bad request), then forks a child that runs
+    `serve_in_child(connection, request, descriptors)`, which never returns. Returns when stdin closes
+    (whoever started this process is gone). Shared by this zygote and the warm grading process."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(16)
+    events = selectors.DefaultSelector()
+    events.register(listener, selectors.EVENT_READ)
+    events.register(sys.stdin.buffer, selectors.EVENT_READ)
+    print(ready, flush=True)
+    while True:
+        for key, _ in events.select():
+            if key.fileobj is not listener:
+                if not sys.stdin.buffer.read1(1):
+                    return
+                continue
+            connection, _ = listener.accept()
+            descriptors: list[int] = []
+            try:
+                request, descriptors = read_request(connection)
+                check(request, descriptors)
+            except (ValueError, OSError) as error:
+                for descriptor in descriptors:
+                    os.close(descriptor)
+                connection.sendall(f"bad request: {error}\n".encode())
+                connection.close()
+                continue
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if os.fork() == 0:
+                listener.close()
+                serve_in_child(connection, request, descriptors)
+            connection.close()
+            for descriptor in descriptors:
+                os.close(descriptor)
+
+
+def check_kernel_request(request: dict, descriptors: list[int]) -> None:
+    missing = {"sandbox_pid", "cwd", "argv", "env", "limits"} - set(request) if isinstance(request, dict) else {"everything"}
     if missing or len(descriptors) != 2:
         raise ValueError(f"the request lacks {sorted(missing) or 'stdout and stderr'}")
-    return request, descriptors
 
 
 def serve(socket_path: str) -> None:
@@ -191,35 +241,7 @@ def serve(socket_path: str) -> None:
     if threads() != 1:  # a fork copies only the forking thread, and with it any lock another thread held
         raise RuntimeError(f"the zygote must be single-threaded after its imports, has {threads()} threads "
                            "(set OMP_NUM_THREADS=1 and OPENBLAS_NUM_THREADS=1)")
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its forks are reaped by the system
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(socket_path)
-    listener.listen(16)
-    events = selectors.DefaultSelector()
-    events.register(listener, selectors.EVENT_READ)
-    events.register(sys.stdin.buffer, selectors.EVENT_READ)
-    print(READY, flush=True)
-    while True:
-        for key, _ in events.select():
-            if key.fileobj is not listener:
-                if not sys.stdin.buffer.read1(1):  # the warm grading process is gone
-                    return
-                continue
-            connection, _ = listener.accept()
-            try:
-                request, output = read_request(connection)
-            except (ValueError, OSError) as error:
-                connection.sendall(f"bad request: {error}\n".encode())
-                connection.close()
-                continue
-            sys.stdout.flush()
-            sys.stderr.flush()
-            if os.fork() == 0:
-                listener.close()
-                serve_kernel(connection, request, output)
-            connection.close()
-            for descriptor in output:
-                os.close(descriptor)
+    fork_per_request(socket_path, READY, check_kernel_request, serve_kernel)
 
 
 def main(argv: list[str] | None = None) -> int:
