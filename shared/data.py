@@ -120,16 +120,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_sprites(split: str = "train", verify: bool = True) -> Sprites:
+def load_sprites(split: str = "train") -> Sprites:
     """The shipped sprites: split is "train", "validation" or "all"."""
     if split not in ("train", "validation", "all"):
         raise ValueError(f"split must be 'train', 'validation' or 'all', got {split!r}")
     if not SPRITES_PATH.exists():
         raise FileNotFoundError(f"{SPRITES_PATH} is missing: it ships with the repository (rebuild: python data/build_sprites.py)")
-    if verify:
-        expected = json.loads((DATA_DIR / "manifest.json").read_text())["sha256"]
-        if sha256_of(SPRITES_PATH) != expected:
-            raise ValueError(f"{SPRITES_PATH} does not match the sha256 in data/manifest.json: the file is damaged or a Git LFS pointer")
+    expected = json.loads((DATA_DIR / "manifest.json").read_text())["sha256"]
+    if sha256_of(SPRITES_PATH) != expected:
+        raise ValueError(f"{SPRITES_PATH} does not match the sha256 in data/manifest.json: the file is damaged or a Git LFS pointer")
     with np.load(SPRITES_PATH, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     if tuple(arrays["group_names"]) != GROUPS:

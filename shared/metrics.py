@@ -1,12 +1,9 @@
 """The course's quality instrument: features from the shipped sprite classifier.
 
-- Frechet distance (FD) between the classifier features of generated sprites and
-  of the held-out validation sprites: the FID recipe of Heusel et al. 2017 with
-  our 64-feature classifier in place of Inception, which has never seen a 16x16
-  emoji. An FD is only meaningful beside its floor: the FD of the same number of
-  real training sprites, which `real_floor` computes.
-- Class accuracy: how often the classifier assigns a conditioned sample to the
-  group it was asked for.
+- Frechet distance (FD): the FID recipe of Heusel et al. 2017 between generated and held-out
+  validation sprites, with our 64-feature classifier in place of Inception (which never saw a
+  16x16 emoji). An FD means something only beside `real_floor`, the FD of as many real sprites.
+- Class accuracy: how often a conditioned sample is classified in the group it was asked for.
 - Distance to the nearest training sprite, to tell generation from recall.
 """
 

@@ -1,15 +1,10 @@
 """The denoiser (a small U-Net) and the sprite classifier, parts before the whole.
 
-The denoiser sees a noisy sprite x_t (B, 3, 16, 16), its time t (B,) and an
-optional context (B, 9): a one-hot group, a mixture of groups (non-negative,
-summing to 1), or a row of zeros meaning "no context", which selects a learned
-"no context" embedding (what classifier-free guidance contrasts, Ho & Salimans 2022).
-Its config names the noise schedule it was trained with, so a loaded model
-carries it as `model.schedule`: a NoiseSchedule, or the StraightPath of a flow model.
-
-Three resolutions (16, 8, 4), one residual block each way, self-attention only
-at 4x4: most arithmetic happens on small maps, which suits a laptop CPU
-(docs/design.md has the designs measured against it).
+The denoiser sees a noisy sprite x_t (B, 3, 16, 16), its time t (B,) and an optional context
+(B, 9): a one-hot group, a mixture of groups, or a zero row for "no context", which selects a
+learned embedding (what classifier-free guidance contrasts, Ho & Salimans 2022). Its config names
+its noise schedule, so a loaded model carries it as `model.schedule`. Three resolutions (16, 8, 4),
+attention only at 4x4: most arithmetic on small maps suits a laptop CPU (docs/design.md).
 """
 
 from __future__ import annotations

@@ -92,21 +92,17 @@ def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: 
     grids = [grid_image(frame, nrow) for frame in frames]
     if any(grid.shape != grids[0].shape for grid in grids):
         raise ValueError(f"every frame must hold the same number of sprites, got {[len(frame) for frame in frames]}")
-    upscale = max(1, MAX_ANIMATION_PIXELS // max(grids[0].shape[:2]))
+    band = 12 if captions else 0  # a white strip above the sprites, so a caption hides none of them
+    upscale = max(1, (MAX_ANIMATION_PIXELS - band) // max(grids[0].shape[:2]))
     pictures = [Image.fromarray(grid.repeat(upscale, 0).repeat(upscale, 1)) for grid in grids]
     if captions:
         from PIL import ImageDraw
 
-        band = 12  # a white strip above the sprites, so the caption hides none of them
         for i, (picture, caption) in enumerate(zip(pictures, captions)):
             framed = Image.new("RGB", (picture.width, picture.height + band), (255, 255, 255))
             framed.paste(picture, (0, band))
             ImageDraw.Draw(framed).text((2, 0), caption, fill=(0, 0, 0))
             pictures[i] = framed
-    return gif_bytes(pictures, duration_ms)
-
-
-def gif_bytes(pictures: list, duration_ms: int) -> bytes:
     buffer = io.BytesIO()
     durations = [duration_ms] * (len(pictures) - 1) + [1500]  # linger on the result
     pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=durations, loop=0)
@@ -127,25 +123,19 @@ def show_animation(frames: list, nrow: int = 8, duration_ms: int = 80, captions:
     display_gif(animation_gif(frames, nrow, duration_ms, captions), width)
 
 
-def points_gif(frames: list, limit: float = 2.5, size: int = 200, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
+def points_gif(frames: list, limit: float = 2.5, size: int = 186, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
     """A GIF of 2-D point clouds, each frame (N, 2) with coordinates in [-limit, limit]: one dark pixel per point."""
-    frames, captions = bounded_frames(frames, captions)
-    from PIL import ImageDraw
-
-    pictures = []
-    for i, points in enumerate(frames):
+    canvases = []
+    for points in frames:
         points = np.asarray(points.cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
         if points.ndim != 2 or points.shape[1] != 2:
             raise ValueError(f"each frame must be (N, 2) points, got shape {points.shape}")
-        canvas = np.full((size, size, 3), 255, np.uint8)
+        canvas = np.full((1, size, size, 3), 255, np.uint8)  # a batch of one picture, for animation_gif
         pixels = ((points / limit + 1) / 2 * (size - 1)).round().astype(int)
         inside = (pixels >= 0).all(1) & (pixels < size).all(1)
-        canvas[size - 1 - pixels[inside, 1], pixels[inside, 0]] = (30, 60, 160)  # y grows upwards
-        picture = Image.fromarray(canvas)
-        if captions:
-            ImageDraw.Draw(picture).text((3, 2), captions[i], fill=(0, 0, 0))
-        pictures.append(picture)
-    return gif_bytes(pictures, duration_ms)
+        canvas[0, size - 1 - pixels[inside, 1], pixels[inside, 0]] = (30, 60, 160)  # y grows upwards
+        canvases.append(canvas)
+    return animation_gif(canvases, nrow=1, duration_ms=duration_ms, captions=captions)
 
 
 def show_points_animation(frames: list, limit: float = 2.5, duration_ms: int = 80, captions: list[str] | None = None, width: int = 360):

@@ -3,23 +3,14 @@
 Every sampler has the same two methods, in the spirit of diffusers' schedulers:
   timesteps(n_steps) -> [(t, t_prev), ...], the grid from T (pure noise) down to 0;
   step(model_output, t, t_prev, x_t, noise) -> (x_prev, x0_hat).
-The network stays outside, so `generate` runs any sampler with any denoiser,
-and randomness comes in as arguments: `noise` for the step, a generator for
-the loop, so the same seed gives the same sprites. A sampler is built from the
+The network stays outside, so `generate` runs any sampler with any denoiser, and randomness
+comes in as arguments, so the same seed gives the same sprites. Build a sampler from the
 model's own schedule: `DDIMSampler(model.schedule)`.
 
-  ddpm       ancestral sampling (Ho et al. 2020), any sub-grid of steps
-  ddim       deterministic DDIM (Song, Meng & Ermon 2021), or with eta > 0 a family reaching DDPM at eta = 1
-  dpmsolver  DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver of DDIM's ODE
-  unipc      DPM-Solver++(2M) plus UniPC's corrector (Zhao et al. 2023), at no extra network call
-  euler      Euler's method on a flow model's ODE (Lab 7)
-  heun       Heun's method on it: two network calls a step, second order (Karras et al. 2022, Algorithm 1)
-
-Grids of timesteps, all from T: "time" (evenly spaced in t), "logsnr" (evenly spaced in
-lambda = log(alpha / sigma), Lu et al. 2022) and "banded" (log-SNR, with three times as many
-steps in the band of lambda where a sprite's layout is decided). DDPM uses the even grid; the
-deterministic samplers default to the banded grid and to clipping x0_hat into [-1, 1], which on
-the course's models is what makes 10 to 25 steps enough (docs/design.md has the measurements).
+Grids, all from T: "time" (even in t), "logsnr" (even in lambda = log(alpha / sigma), Lu et al.
+2022) and "banded" (log-SNR, denser where a sprite's layout is decided). The deterministic
+samplers default to the banded grid and clip x0_hat into [-1, 1]: with both, 10 to 25 steps
+suffice on the course's models (docs/design.md).
 """
 
 from __future__ import annotations

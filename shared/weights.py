@@ -34,11 +34,10 @@ class WeightsError(RuntimeError):
     """A weight file is missing, damaged, or not what the manifest says."""
 
 
-def read_manifest(path: Path | None = None) -> dict:
-    path = path or MANIFEST_PATH
-    if not path.exists():
-        raise WeightsError(f"{path} is missing: it ships with the repository; check out the full repository")
-    return json.loads(path.read_text())
+def read_manifest() -> dict:
+    if not MANIFEST_PATH.exists():
+        raise WeightsError(f"{MANIFEST_PATH} is missing: it ships with the repository; check out the full repository")
+    return json.loads(MANIFEST_PATH.read_text())
 
 
 def available_weights() -> list[str]:
@@ -71,14 +70,6 @@ def check_weight_file(name: str) -> Path:
     return path
 
 
-def build_model(entry: dict) -> torch.nn.Module:
-    kind = entry["kind"]
-    if kind not in MODEL_KINDS:
-        raise WeightsError(f"unknown model kind {kind!r} in the manifest; expected one of {list(MODEL_KINDS)}")
-    model_class, config_class = MODEL_KINDS[kind]
-    return model_class(config_class(**entry["config"]))
-
-
 def load_model(name: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """The shipped network `name`, checked against the manifest, in eval mode on `device`."""
     try:
@@ -88,7 +79,10 @@ def load_model(name: str, device: torch.device | str = "cpu") -> torch.nn.Module
     pick_device(device.type)  # a clear error if this machine has no such device
     path = check_weight_file(name)
     entry = manifest_entry(name)
-    model = build_model(entry)
+    if entry["kind"] not in MODEL_KINDS:
+        raise WeightsError(f"unknown model kind {entry['kind']!r} in the manifest; expected one of {list(MODEL_KINDS)}")
+    model_class, config_class = MODEL_KINDS[entry["kind"]]
+    model = model_class(config_class(**entry["config"]))
     try:
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)
