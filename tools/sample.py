@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     # One generator draws every chunk's noise, then its fresh noise, so a seed gives the same sprites
     # whatever the chunk size; the sprites go straight into the uint8 output, so memory stays flat in --n.
     generator = torch.Generator().manual_seed(args.seed)
-    keep_freed_memory()
+    keep_freed_memory()  # for the rest of this process: a command's choice, which a library should not make
     images = np.empty((args.n, 16, 16, 3), dtype=np.uint8)
     start = time.perf_counter()
     for first in range(0, args.n, args.chunk):
