@@ -65,7 +65,7 @@ def check_request(request: dict, descriptors: list[int]) -> None:
 ZYGOTE: subprocess.Popen | None = None
 
 
-def start_zygote(folder: str, course: str) -> subprocess.Popen | None:
+def start_zygote(socket_path: str, course: str) -> subprocess.Popen | None:
     """The zygote, started with a kernel's environment, where it can jail kernels: as root, with bubblewrap."""
     from grading.sandbox import bubblewrap, kernel_environment
 
@@ -75,7 +75,7 @@ def start_zygote(folder: str, course: str) -> subprocess.Popen | None:
         return None
     if os.environ.get("GRADING_WARM_KERNELS", "1") == "0":
         return None
-    return subprocess.Popen([sys.executable, "-m", "grading.zygote", "--socket", os.path.join(folder, "zygote"), "--course", course],
+    return subprocess.Popen([sys.executable, "-m", "grading.zygote", "--socket", socket_path, "--course", course],
                             env=kernel_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -119,9 +119,10 @@ def grade_in_child(connection: socket.socket, request: dict, descriptors: list[i
 
 def serve(socket_path: str, course: str = "") -> None:
     global ZYGOTE
-    ZYGOTE = start_zygote(os.path.dirname(socket_path), course)  # it imports while this process does
+    zygote_socket = os.path.join(os.path.dirname(socket_path), "zygote")
+    ZYGOTE = start_zygote(zygote_socket, course)  # it imports while this process does
     preload()
-    if ZYGOTE is not None and not zygote_ready(ZYGOTE, os.path.join(os.path.dirname(socket_path), "zygote")):
+    if ZYGOTE is not None and not zygote_ready(ZYGOTE, zygote_socket):
         ZYGOTE = None
     if threading.active_count() != 1:  # forking a process with other threads can copy a held lock
         raise RuntimeError(f"the warm grading process must be single-threaded, has {threading.active_count()} threads")

@@ -172,17 +172,15 @@ def serve_kernel(connection: socket.socket, request: dict, output: list[int]) ->
 def read_request(connection: socket.socket) -> tuple[dict, list[int]]:
     """One line of JSON, and any descriptors sent along with it (at most two)."""
     data, descriptors = b"", []
-    while not data.endswith(b"\n"):
-        chunk, received, _, _ = socket.recv_fds(connection, 4096, 2)
-        descriptors += received
-        if not chunk or len(data) > MAX_REQUEST_BYTES:
-            for descriptor in descriptors:
-                os.close(descriptor)
-            raise ValueError("the request was cut short or too long")
-        data += chunk
     try:
+        while not data.endswith(b"\n"):
+            chunk, received, _, _ = socket.recv_fds(connection, 4096, 2)
+            descriptors += received
+            if not chunk or len(data) > MAX_REQUEST_BYTES:
+                raise ValueError("the request was cut short or too long")
+            data += chunk
         return json.loads(data), descriptors
-    except ValueError:
+    except BaseException:  # whatever fails, the descriptors received so far are closed
         for descriptor in descriptors:
             os.close(descriptor)
         raise
