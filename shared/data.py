@@ -1,9 +1,8 @@
 """The emoji sprites as tensors, and the context vectors that name their groups.
 
-Images are (N, 3, 16, 16) float32 in [-1, 1]: the range the noise is added in, so
-pure noise N(0, I) and a sprite have comparable scale. A context is a (9,)
-vector of group weights: one-hot for one group, a mixture (non-negative, summing
-to 1) such as half food and half smiley, or all zeros for "no context".
+Images are (N, 3, 16, 16) float32 in [-1, 1], so pure noise N(0, I) and a sprite have comparable
+scale. A context is a (9,) vector of group weights: one-hot for one group, a mixture (non-negative,
+summing to 1) such as half food and half smiley, or all zeros for "no context".
 """
 
 from __future__ import annotations
@@ -31,18 +30,10 @@ GROUPS = (
     "Symbols",
     "Flags",
 )
-# Short names a student may type; "food" is easier than "Food & Drink".
-GROUP_ALIASES = {
-    "smileys": 0, "smiley": 0, "emotion": 0, "faces": 0, "face": 0,
-    "people": 1, "body": 1,
-    "animals": 2, "animal": 2, "nature": 2,
-    "food": 3, "drink": 3,
-    "travel": 4, "places": 4,
-    "activities": 5, "activity": 5,
-    "objects": 6, "object": 6,
-    "symbols": 7, "symbol": 7,
-    "flags": 8, "flag": 8,
-}
+# Short names a student may type, group by group: "food" is easier than "Food & Drink".
+SHORT_NAMES = ("smileys smiley emotion faces face", "people body", "animals animal nature", "food drink", "travel places",
+               "activities activity", "objects object", "symbols symbol", "flags flag")
+GROUP_ALIASES = {alias: group for group, names in enumerate(SHORT_NAMES) for alias in names.split()}
 
 
 @dataclass

@@ -1,13 +1,14 @@
 """Distillation targets (Lab 6): what a few-step student learns to match, and how it samples.
 
-A student is a copy of its teacher that predicts v instead of the noise: turning a noise
-prediction into a sprite divides by sqrt(abar_t), 0.01 at t = T, which would blow up a
-one-step student's every error a hundredfold (Salimans & Ho 2022, sec. 4). It samples with
-deterministic DDIM on its own grid of timesteps, saved under "sampling" in its manifest entry.
-`python -m tools.distill` trains them.
+A student is a copy of its teacher that predicts v, not the noise: a noise prediction becomes a
+sprite by dividing by sqrt(abar_t), 0.01 at t = T, a hundredfold blow-up of a one-step student's
+errors (Salimans & Ho 2022, sec. 4). It samples with deterministic DDIM on its own grid, saved
+under "sampling" in its manifest entry. `python -m tools.distill` trains them.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 import torch
 
@@ -27,7 +28,7 @@ def student_sampler(entry: dict, schedule: NoiseSchedule) -> DDIMSampler:
 def make_student(teacher: Denoiser | StepwiseDenoiser) -> Denoiser:
     """A copy of the teacher (of its shared network, if it has copies of its own for some steps) that predicts v."""
     source = teacher.shared if isinstance(teacher, StepwiseDenoiser) else teacher
-    config = DenoiserConfig(**{**source.config.to_dict(), "prediction": "v"})
+    config = DenoiserConfig(**{**asdict(source.config), "prediction": "v"})
     student = Denoiser(config).to(next(source.parameters()).device)
     student.load_state_dict(source.state_dict())
     return student.train()

@@ -3,11 +3,10 @@
     x_t = (1 - t) x0 + t eps,  t in [0, 1]      (t = 0 the sprite, t = 1 pure noise)
     u_t = d x_t / dt = eps - x0                 (the velocity along that line)
 
-Flow matching (Lipman et al. 2023, eq. 23 with sigma_min = 0) and rectified flow
-(Liu et al. 2023, eq. 1) train a network v(x_t, t) to regress u_t; sampling then
-integrates the ODE dx/dt = v(x, t) from t = 1 down to t = 0. Time is continuous,
-so t is a float tensor, and the path has the same methods as a NoiseSchedule,
-so the course's samplers and training loop use either.
+Flow matching (Lipman et al. 2023, eq. 23, sigma_min = 0) and rectified flow (Liu et al. 2023,
+eq. 1) train v(x_t, t) to regress u_t, then sample by integrating dx/dt = v(x, t) from t = 1 to 0.
+Time is continuous (t a float tensor); the path has a NoiseSchedule's methods, so the samplers
+and the training loop take either.
 """
 
 from __future__ import annotations
@@ -54,12 +53,10 @@ class StraightPath(nn.Module):
 
 
 def straightness(velocities: torch.Tensor) -> torch.Tensor:
-    """How far an Euler path on an even grid is from a straight line, per path (B,).
+    """How far Euler paths on an even grid are from straight lines: S(Z) of Liu et al. 2023 (eq. 6), (B,).
 
-    velocities (N, B, ...): the velocity at each of the N steps. Their mean is the path's
-    displacement per unit time (x_1 - x_0), so the mean squared distance of each step's
-    velocity from it, per dimension, is 0 exactly for a straight path: S(Z) of Liu et al.
-    2023 (eq. 6) on the grid.
+    velocities (N, B, ...): each of N steps' velocity. Their mean is the path's displacement per
+    unit time, so the mean squared deviation from it, per dimension, is 0 exactly for a straight path.
     """
     if not isinstance(velocities, torch.Tensor) or velocities.ndim < 3:
         raise ValueError(f"velocities must be stacked per step, (N, B, ...), got {describe(velocities)}")

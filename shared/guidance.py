@@ -1,15 +1,10 @@
 """Guidance: steering a denoiser towards a group, as wrappers that any sampler can run.
 
-Both wrappers look like a denoiser (same call, same `config`), so `generate`
-and every sampler use them unchanged.
-
-- Classifier-free guidance (Ho & Salimans 2022) contrasts the conditional and
-  the unconditional predictions of one network trained with context dropout:
+Each wrapper looks like a denoiser (same call, `config` and `schedule`), so `generate` takes it as one.
+- Classifier-free guidance (Ho & Salimans 2022) contrasts the conditional and unconditional
+  predictions of one network trained with context dropout, both from one call on a doubled batch:
       eps = (1 + w) eps(x_t, c) - w eps(x_t, no context).
-  Both predictions come from one forward pass over a doubled batch, which pays
-  the fixed cost of a call once (the arithmetic still doubles).
-- Classifier guidance (Dhariwal & Nichol 2021) pushes the noise prediction
-  along the gradient of a noise-aware classifier's log p(y | x_t, t):
+- Classifier guidance (Dhariwal & Nichol 2021) follows a noise-aware classifier's gradient:
       eps = eps(x_t) - s sqrt(1 - abar_t) grad_x log p(y | x_t, t).
 """
 

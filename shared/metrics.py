@@ -61,12 +61,8 @@ class SpriteMetrics:
         self.validation_features = classifier_features(classifier, self.validation.images)
 
     def frechet(self, images: torch.Tensor, balanced: bool = False) -> float:
-        """FD between `images` and the held-out validation sprites.
-
-        balanced=True weighs the validation sprites so that every group counts equally:
-        the right reference for samples asked for in equal numbers per group
-        (People & Body alone is 59% of the sprites).
-        """
+        """FD between `images` and the held-out validation sprites; balanced=True weighs every group
+        equally, the reference for samples asked for in equal numbers per group (People & Body is 59%)."""
         weights = None
         if balanced:
             counts = torch.bincount(self.validation.labels, minlength=len(GROUPS)).double()
@@ -75,26 +71,21 @@ class SpriteMetrics:
 
     def real_floor(self, n: int, seed: int = 0) -> float:
         """FD of n real training sprites against the validation sprites: what real data scores at this n.
-
-        The reference for any sample of n, not a strict bound: n samples can land a little
-        below it, as one draw of n real sprites can land above or below its mean.
-        """
+        A reference, not a bound: like any draw of n real sprites, n samples can land a little below it."""
         if not 2 <= n <= len(self.train):
             raise ValueError(f"n must be in 2..{len(self.train)}, got {n}")
         index = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))[:n]
         return self.frechet(self.train.images[index])
 
     @torch.inference_mode()
-    def predict_groups(self, images: torch.Tensor) -> torch.Tensor:
-        device = next(self.classifier.parameters()).device
-        return torch.cat([self.classifier(images[i : i + 500].clamp(-1, 1).to(device)).argmax(1).cpu() for i in range(0, len(images), 500)])
-
     def class_accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """Share of images the classifier puts in their asked-for group: overall, and per group present."""
         if len(images) != len(labels):
             raise ValueError(f"got {len(images)} images but {len(labels)} labels")
         labels = labels.cpu()  # the predictions come back to the CPU, and a GPU mask cannot index them
-        correct = self.predict_groups(images) == labels
+        device = next(self.classifier.parameters()).device
+        predicted = torch.cat([self.classifier(images[i : i + 500].clamp(-1, 1).to(device)).argmax(1).cpu() for i in range(0, len(images), 500)])
+        correct = predicted == labels
         per_group = {GROUPS[g]: float(correct[labels == g].float().mean()) for g in labels.unique().tolist()}
         return {"overall": float(correct.float().mean()), "per_group": per_group}
 

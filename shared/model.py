@@ -50,13 +50,6 @@ class DenoiserConfig:
     def continuous_time(self) -> bool:
         return self.schedule == "flow"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def make_schedule(config: DenoiserConfig) -> NoiseSchedule | StraightPath:
-    return StraightPath() if config.continuous_time else NoiseSchedule(config.T, config.schedule)
-
 
 def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
     """Sinusoidal features of t/T (Vaswani et al. 2017), (B,) -> (B, dim); T = 1 for flow times."""
@@ -117,7 +110,8 @@ class Denoiser(nn.Module):
     def __init__(self, config: DenoiserConfig | None = None):
         super().__init__()
         self.config = config = config or DenoiserConfig()
-        self.schedule = make_schedule(config)  # buffers only, none saved: the config rebuilds it
+        # buffers only, none saved: the config rebuilds it
+        self.schedule = StraightPath() if config.continuous_time else NoiseSchedule(config.T, config.schedule)
         channels = [config.base_channels * m for m in config.channel_mults]  # e.g. [32, 64, 128]
         E = config.embed_dim
 
@@ -198,23 +192,20 @@ class StepwiseDenoiserConfig(DenoiserConfig):
         if len(set(self.own_levels)) != len(self.own_levels) or not all(0 < level <= self.T for level in self.own_levels):
             raise ValueError(f"own_levels must be distinct timesteps in 1..{self.T}, got {self.own_levels}")
 
-    def denoiser_config(self) -> DenoiserConfig:
-        return DenoiserConfig(**{key: value for key, value in self.to_dict().items() if key != "own_levels"})
-
 
 class StepwiseDenoiser(nn.Module):
-    """A few-step student with its own copy of the U-Net at some of its timesteps (Lab 6).
+    """A few-step student with its own copy of the U-Net at some timesteps, the shared one at the rest (Lab 6).
 
-    The step where a sprite's layout is decided is far harder to learn than the others; a copy
-    of the network for it alone costs nothing in sampling (one call per step). Rows whose
-    timestep has no copy go to the shared network (docs/design.md).
+    The step that decides a sprite's layout is far harder to learn than the others; a copy for it
+    alone costs nothing in sampling, one call per step either way (docs/design.md).
     """
 
     def __init__(self, config: StepwiseDenoiserConfig):
         super().__init__()
         self.config = config
-        self.shared = Denoiser(config.denoiser_config())
-        self.own = nn.ModuleDict({str(level): Denoiser(config.denoiser_config()) for level in config.own_levels})
+        network = DenoiserConfig(**{key: value for key, value in asdict(config).items() if key != "own_levels"})
+        self.shared = Denoiser(network)
+        self.own = nn.ModuleDict({str(level): Denoiser(network) for level in config.own_levels})
 
     @property
     def schedule(self) -> NoiseSchedule:
@@ -241,9 +232,6 @@ class ClassifierConfig:
     feature_dim: int = 64  # features for the Frechet distance; small so 1000 samples estimate its covariance
     noise_aware: bool = False  # True: also takes t, for classifier guidance (Dhariwal & Nichol 2021)
     T: int = 500
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class SpriteClassifier(nn.Module):

@@ -1,9 +1,7 @@
 """Pictures: sprite grids, and denoising animations small enough to keep in a notebook.
 
-Animations are GIFs built with Pillow rather than matplotlib's JavaScript
-player, which embeds a PNG per frame. The GIF keeps the sprites' own pixels
-(at most 40 frames, enlarged only up to 200 px) and the browser enlarges it without
-blurring (CSS `image-rendering: pixelated`), so a notebook stays small.
+Animations are Pillow GIFs, not matplotlib's player (a PNG per frame): at most 40 frames of the
+sprites' own pixels, at most 200 px, which the browser enlarges unblurred (`image-rendering: pixelated`).
 """
 
 from __future__ import annotations
@@ -73,22 +71,16 @@ def show_grid(images, nrow: int = 8, title: str | None = None, row_labels: list[
     plt.show()  # returns nothing, so a notebook does not draw the figure twice
 
 
-def bounded_frames(frames: list, captions: list[str] | None) -> tuple[list, list[str] | None]:
-    """At most MAX_ANIMATION_FRAMES evenly spaced frames (first and last kept), with their captions."""
+def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
+    """A looping GIF of a list of image batches (each a tensor or uint8 array), at most 40 frames, enlarged only up to 200 px."""
     if not frames:
         raise ValueError("no frames to animate")
     if captions is not None and len(captions) != len(frames):
         raise ValueError(f"captions needs one caption per frame: {len(frames)} frames, got {len(captions)} captions")
-    if len(frames) > MAX_ANIMATION_FRAMES:
+    if len(frames) > MAX_ANIMATION_FRAMES:  # evenly spaced, first and last kept
         keep = np.linspace(0, len(frames) - 1, MAX_ANIMATION_FRAMES).round().astype(int)
         frames = [frames[i] for i in keep]
         captions = [captions[i] for i in keep] if captions else None
-    return frames, captions
-
-
-def animation_gif(frames: list, nrow: int = 8, duration_ms: int = 80, captions: list[str] | None = None) -> bytes:
-    """A looping GIF of a list of image batches (each a tensor or uint8 array), at most 40 frames, enlarged only up to 200 px."""
-    frames, captions = bounded_frames(frames, captions)
     grids = [grid_image(frame, nrow) for frame in frames]
     if any(grid.shape != grids[0].shape for grid in grids):
         raise ValueError(f"every frame must hold the same number of sprites, got {[len(frame) for frame in frames]}")

@@ -1,16 +1,13 @@
 """Samplers: turning noise into sprites, one reverse step at a time.
 
-Every sampler has the same two methods, in the spirit of diffusers' schedulers:
-  timesteps(n_steps) -> [(t, t_prev), ...], the grid from T (pure noise) down to 0;
-  step(model_output, t, t_prev, x_t, noise) -> (x_prev, x0_hat).
-The network stays outside, so `generate` runs any sampler with any denoiser, and randomness
-comes in as arguments, so the same seed gives the same sprites. Build a sampler from the
-model's own schedule: `DDIMSampler(model.schedule)`.
+Every sampler has diffusers' two methods: timesteps(n_steps) -> [(t, t_prev), ...] from T (pure
+noise) down to 0, and step(model_output, t, t_prev, x_t, noise) -> (x_prev, x0_hat). The network
+and the randomness come in from outside, so `generate` runs any sampler with any denoiser and a
+seed gives the same sprites. Build one from the model's schedule: `DDIMSampler(model.schedule)`.
 
-Grids, all from T: "time" (even in t), "logsnr" (even in lambda = log(alpha / sigma), Lu et al.
-2022) and "banded" (log-SNR, denser where a sprite's layout is decided). The deterministic
-samplers default to the banded grid and clip x0_hat into [-1, 1]: with both, 10 to 25 steps
-suffice on the course's models (docs/design.md).
+Grids: "time" (even in t), "logsnr" (even in lambda = log(alpha / sigma), Lu et al. 2022) and
+"banded" (log-SNR, denser where a sprite's layout is decided). The deterministic samplers default
+to the banded grid and clip x0_hat to [-1, 1]: 10 to 25 steps then suffice (docs/design.md).
 """
 
 from __future__ import annotations
@@ -131,12 +128,9 @@ class Sampler:
 class DDPMSampler(Sampler):
     """Ancestral sampling (Ho et al. 2020, Algorithm 2), optionally on a shorter grid of timesteps.
 
-    One step draws x_{t'} from q(x_{t'} | x_t, x0_hat), the Gaussian posterior of
-    the forward process (Ho et al. eq. 6-7) with x0 replaced by the network's
-    estimate. For consecutive steps (t' = t - 1) its mean equals eq. 11,
-        1/sqrt(alpha_t) * (x_t - beta_t / sqrt(1 - abar_t) * eps_hat),
-    and its variance is beta-tilde_t. For t' < t - 1 it is the same formula with
-    alpha replaced by abar_t / abar_t' (Nichol & Dhariwal 2021, sec. 4).
+    One step draws x_{t'} from the forward process's posterior q(x_{t'} | x_t, x0_hat) (Ho et al.
+    eq. 6-7). For t' = t - 1 its mean is eq. 11, 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_hat),
+    and its variance beta-tilde_t; for t' < t - 1, alpha_t becomes abar_t / abar_t' (Nichol & Dhariwal 2021, sec. 4).
     """
 
     name = "ddpm"
@@ -169,8 +163,7 @@ class DDIMSampler(Sampler):
         x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z,
         sigma = eta * sqrt((1 - abar_t') / (1 - abar_t)) * sqrt(1 - abar_t / abar_t').
 
-    With eta = 0 there is no fresh noise: the same x_T always gives the same
-    sprite, whatever the number of steps. With eta = 1, sigma^2 is DDPM's
+    eta = 0: no fresh noise, so the same x_T gives the same sprite. eta = 1: sigma^2 is DDPM's
     beta-tilde and the step is DDPM's (Song et al., sec. 4.1).
     """
 
@@ -204,9 +197,8 @@ class DPMSolverSampler(Sampler):
         x_{t'} = (sigma_t' / sigma_t) x_t - alpha_t' (e^{-h} - 1) D,
     where D = x0_hat (first order: DDIM) at the first step, and afterwards the extrapolation
         D = (1 + 1/(2r)) x0_hat_t - 1/(2r) x0_hat_{previous},  r = h_previous / h,
-    which reuses the last step's network call, so second order costs nothing. The last step,
-    to t' = 0 (lambda infinite), returns x0_hat. A step that does not continue the last one
-    (a new run) starts again at first order.
+    which reuses the last step's network call: second order for free. The last step, to t' = 0
+    (lambda infinite), returns x0_hat; a new run starts again at first order.
     """
 
     name = "dpmsolver"
@@ -251,11 +243,9 @@ class DPMSolverSampler(Sampler):
 class UniPCSampler(DPMSolverSampler):
     """DPM-Solver++(2M) with a corrector that costs no network call: UniPC (Zhao et al. 2023).
 
-    The network call at x_t, made anyway for the next step, gives x0_hat_t at the far end of
-    the step just taken from s. Before stepping on, the corrector redoes that step with the
-    trapezoid rule, the average of x0_hat at both ends (UniC-1, diffusers' "bh2"):
+    The call at x_t, made anyway for the next step, gives x0_hat_t at the end of the step just
+    taken from s; the corrector first redoes that step with the trapezoid rule (UniC-1; why order 1: docs/design.md):
         x_t <- (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) (x0_hat_s + x0_hat_t) / 2.
-    Order 1, not diffusers' 2: it sampled closer to the ODE here (docs/design.md).
     """
 
     name = "unipc"
@@ -279,13 +269,10 @@ class UniPCSampler(DPMSolverSampler):
 
 class EulerSampler:
     """Euler's method on a flow model's ODE dx/dt = v(x, t), from t = 1 to 0 (Lab 7):
-        x_{t'} = x_t + (t' - t) v(x_t, t).
-    On the straight path this is also DDIM: both move x0_hat to the next noise level along a line.
-
-    The grid is an even grid u shifted to t = s u / (1 + (s - 1) u) (Esser et al. 2024, section 5.3.2):
-    shift s = 1 is the even grid of Lab 7's exercises; the default s = 2 puts half the steps above
-    t = 2/3, near the noise, which on the course's flow model gives a lower Frechet distance at 5 to 20
-    steps (docs/design.md)."""
+        x_{t'} = x_t + (t' - t) v(x_t, t),
+    which on the straight path is also DDIM. Its grid is an even grid u shifted to
+    t = s u / (1 + (s - 1) u) (Esser et al. 2024, sec. 5.3.2): s = 1 is Lab 7's even grid; the
+    default s = 2 puts half the steps above t = 2/3, near the noise (a lower FD, docs/design.md)."""
 
     name = "euler"
     deterministic = True
@@ -322,10 +309,9 @@ class EulerSampler:
 
 class HeunSampler(EulerSampler):
     """Heun's method (the trapezoid rule with an Euler predictor; Karras et al. 2022, Algorithm 1):
-        x_e = x_t + h v(x_t, t),   x_{t'} = x_t + h (v(x_t, t) + v(x_e, t')) / 2,   h = t' - t,
-    second order, for two network calls a step. The last step, to t' = 0, is Euler's, as in
-    Karras et al.: there v(x_e, 0) = -x_e whatever the sprite, so the corrector would only
-    pull the step back. n steps cost 2n - 1 network calls."""
+        x_e = x_t + h v(x_t, t),   x_{t'} = x_t + h (v(x_t, t) + v(x_e, t')) / 2,   h = t' - t.
+    Second order for two calls a step. The last step, to t' = 0, is Euler's, as in Karras et al.:
+    there v(x_e, 0) = -x_e whatever the sprite. So n steps cost 2n - 1 calls."""
 
     name = "heun"
 

@@ -1,10 +1,9 @@
-"""The noise schedule: beta, alpha and alpha-bar for t = 0..T, built once, and the
-conversions between the three things a network may predict (eps, x0, v).
+"""The noise schedule: beta, alpha and alpha-bar for t = 0..T, built once, and the conversions
+between the three things a network may predict (eps, x0, v).
 
-Index t is the paper's t (Ho et al. 2020): t = 0 is the clean image, t = T pure
-noise, so every tensor has T + 1 entries and code reads beside the paper.
-The default is the cosine schedule (Nichol & Dhariwal 2021, eq. 17) with beta
-clipped at 0.2; docs/design.md says why both.
+Index t is the paper's t (Ho et al. 2020): 0 is the clean image, T pure noise, so every tensor has
+T + 1 entries. The default is the cosine schedule (Nichol & Dhariwal 2021, eq. 17), beta clipped at
+0.2 (docs/design.md says why).
 """
 
 from __future__ import annotations
@@ -39,12 +38,10 @@ def make_betas(T: int = 500, kind: str = "cosine") -> torch.Tensor:
 
 
 class NoiseSchedule(nn.Module):
-    """Every quantity the forward process and the samplers need, as buffers.
+    """Every quantity the forward process and the samplers need, as buffers indexed by integer t (B,).
 
-    Buffers travel with .to(device) and are indexed by integer timesteps t of
-    shape (B,), giving (B,) values; `at(name, t)` reshapes them to (B, 1, 1, 1)
-    so they broadcast against images (`ndim` picks another rank, such as
-    (B, 1) for the 2-D points of Lab 2's warm-up).
+    `at(name, t)` gives them as (B, 1, 1, 1) to broadcast against images (`ndim` picks another
+    rank, such as (B, 1) for Lab 2's 2-D points).
     """
 
     def __init__(self, T: int = 500, kind: str = "cosine", dtype: torch.dtype = torch.float32):
@@ -101,12 +98,12 @@ class NoiseSchedule(nn.Module):
         self.check_batch(x_t, t)
         return (x_t - self.at("sqrt_alpha_bars", t, x_t.ndim) * x0) / self.at("sqrt_one_minus_alpha_bars", t, x_t.ndim)
 
-    # v = alpha_t eps - sigma_t x0 (Salimans & Ho 2022, with alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t)).
-    # Since alpha^2 + sigma^2 = 1 it inverts without dividing: x0 = alpha x_t - sigma v, eps = sigma x_t + alpha v,
-    # well defined at every t, which is why the distilled students predict v.
-
     def eps_and_x0(self, model_output: torch.Tensor, prediction: str, x_t: torch.Tensor, t: torch.Tensor):
-        """(eps_hat, x0_hat) from what a network predicts ("eps", "x0" or "v") at integer timesteps t (B,)."""
+        """(eps_hat, x0_hat) from what a network predicts ("eps", "x0" or "v") at integer timesteps t (B,).
+
+        v = alpha_t eps - sigma_t x0 (Salimans & Ho 2022; alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t))
+        inverts without dividing, since alpha^2 + sigma^2 = 1: x0 = alpha x_t - sigma v, eps = sigma x_t + alpha v.
+        """
         if not isinstance(model_output, torch.Tensor) or model_output.shape != x_t.shape:
             raise ValueError(f"the model's output must have the shape of x_t {tuple(x_t.shape)}, got {describe(model_output)}")
         if prediction == "eps":

@@ -1,10 +1,8 @@
 """Loading the shipped weights safely.
 
-Every file in weights/ is a safetensors file (no pickle, so loading runs no
-code) listed in weights/manifest.json with its sha256, its size, the config
-that rebuilds the network (noise schedule included), and the command that
-re-trains it. Loading checks the file before trusting it and says in one
-sentence what is wrong.
+Every file in weights/ is safetensors (no pickle: loading runs no code), listed in weights/manifest.json
+with its sha256, size, the config that rebuilds the network (noise schedule included) and the command
+that re-trains it. Loading checks the file before trusting it and says in one sentence what is wrong.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The denoiser and classifier: shapes, determinism, the "no context" input, and bad input."""
 
 import copy
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -125,7 +126,7 @@ def test_stepwise_denoiser_sends_each_row_to_the_network_of_its_timestep():
     same = torch.full((5,), 40)
     assert torch.allclose(stepwise(x, same), own[40](x, same), atol=1e-6)
     assert not torch.allclose(own[40](x, same), stepwise.shared(x, same), atol=1e-3)
-    assert stepwise.config.prediction == "eps" and stepwise.config.to_dict()["own_levels"] == (300, 40)
+    assert stepwise.config.prediction == "eps" and asdict(stepwise.config)["own_levels"] == (300, 40)
     with pytest.raises(ValueError, match=r"\(B, 3, 16, 16\)"):
         stepwise(torch.randn(2, 3, 8, 8), torch.tensor([300, 40]))
     with pytest.raises(ValueError, match="own_levels must be distinct timesteps in 1..500"):

@@ -12,6 +12,7 @@ package: what they need lives in shared/.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import torch
 from safetensors.torch import save_file
@@ -31,13 +32,13 @@ def save_model(model: torch.nn.Module, name: str, kind: str, info: dict) -> dict
     weights_dir.mkdir(exist_ok=True)
     path = weights_dir / f"{name}.safetensors"
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, str(path), metadata={"name": name, "kind": kind, "config": json.dumps(model.config.to_dict())})
+    save_file(state, str(path), metadata={"name": name, "kind": kind, "config": json.dumps(asdict(model.config))})
     entry = {
         "file": path.name,
         "kind": kind,
         "sha256": sha256_of(path),
         "bytes": path.stat().st_size,
-        "config": model.config.to_dict(),
+        "config": asdict(model.config),
         **info,
     }
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}

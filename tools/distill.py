@@ -230,7 +230,7 @@ def give_own_networks(student, segments, own_levels, teacher, teacher_sampler, s
     the same batches with or without them."""
     # copies only where this student has a step: a level listed for another round's student gets none here
     owned = [segment for segment in segments if segment[0] in own_levels]
-    config = StepwiseDenoiserConfig(**student.config.to_dict(), own_levels=tuple(segment[0] for segment in owned))
+    config = StepwiseDenoiserConfig(**asdict(student.config), own_levels=tuple(segment[0] for segment in owned))
     stepwise = StepwiseDenoiser(config).to(device)
     stepwise.shared.load_state_dict(student.state_dict())
     losses, seconds = {}, 0.0
