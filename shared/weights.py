@@ -24,7 +24,6 @@ MODEL_KINDS = {
     "stepwise_denoiser": (StepwiseDenoiser, StepwiseDenoiserConfig),  # a distilled student (Lab 6)
     "classifier": (SpriteClassifier, ClassifierConfig),
 }
-DENOISER_KINDS = ("denoiser", "stepwise_denoiser")  # what samples sprites
 LFS_POINTER_PREFIX = b"version https://git-lfs"
 
 

@@ -23,7 +23,7 @@ from shared.distillation import student_sampler
 from shared.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from shared.plotting import grid_image
 from shared.samplers import FLOW_SAMPLERS, SAMPLERS, DDIMSampler, generate, make_sampler
-from shared.weights import DENOISER_KINDS, WeightsError, available_weights, load_model, manifest_entry
+from shared.weights import WeightsError, available_weights, load_model, manifest_entry
 
 # Few steps suffice for the deterministic samplers (see Lab 4); DDPM needs them all.
 DEFAULT_STEPS = {"ddpm": None, "ddim": 25, "dpmsolver": 10, "unipc": 10, "euler": 20, "heun": 5}
@@ -31,6 +31,7 @@ DEFAULT_STEPS = {"ddpm": None, "ddim": 25, "dpmsolver": 10, "unipc": 10, "euler"
 # stays flat however large --n is (benchmarks/sample_speed.py measures it).
 CHUNK = 256
 GRID_MAX = 256  # the PNG shows at most this many sprites
+DENOISER_KINDS = ("denoiser", "stepwise_denoiser")  # the manifest kinds that sample sprites
 
 
 def keep_freed_memory() -> None:
