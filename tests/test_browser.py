@@ -86,14 +86,20 @@ def browser_course(tmp_path_factory):
 
 
 def run_cells(page, count: int, total: int) -> None:
-    """Run the first `count` cells with the Run menu, as a student would."""
+    """Run the first `count` cells with the Run menu, as a student would, and see that they start."""
+    # A click in the notebook first: the Run menu acts on the notebook that has focus, and right after
+    # JupyterLab loads that may still be none (a menu item clicked then runs nothing).
     if count < total:  # select the first cell not to run, then "Run All Above Selected Cell"
         page.locator(CELLS).nth(count).locator(".jp-InputPrompt").click()
         label = "Run All Above Selected Cell"
     else:
+        page.locator(CELLS).first.locator(".jp-InputPrompt").click()
         label = "Run All Cells"
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text=label).first.click()
+    first_prompt = f"{PANEL} .jp-CodeCell .jp-InputPrompt"  # "[ ]:" until it runs, then "[*]:", then "[1]:"
+    page.wait_for_function(f"() => /\\[(\\*|\\d+)\\]/.test(document.querySelector('{first_prompt}')?.textContent ?? '')",
+                           timeout=WIDGET_TIMEOUT_MS, polling=200)
 
 
 def wait_until_idle(page) -> None:
