@@ -96,3 +96,22 @@ def test_ddpm500_context_samples_ship_for_lab_4():
     assert torch.equal(torch.from_numpy(labels), draw_contexts(metrics, len(labels), context_seed).argmax(dim=1))
     # Sprites of the groups they were asked for, not noise or the unconditional model's.
     assert metrics.class_accuracy(from_uint8(images), torch.from_numpy(labels))["overall"] > 0.7
+
+
+def test_sample_speed_benchmark_reports_every_column_on_a_tiny_run():
+    """benchmarks/sample_speed.py end to end on 32 sprites: the command, its one-batch baseline and the network alone
+    each run, and each row reports them (no time is asserted: only that the parts add up)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "benchmarks/sample_speed.py", "--n", "32", "--repeats", "1"],
+                            cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    row = next(line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["32"])
+    one_batch, chunked, network, network_gflops, matmul_gflops = (float(row[i]) for i in (1, 3, 6, 7, 8))
+    assert min(one_batch, chunked, network, network_gflops, matmul_gflops) > 0
+    in_network = float(row[9].rstrip("%"))
+    assert 0 < in_network < 101  # a part of the sampling time (the rate it is taken from is printed rounded)
+    assert "(87 MFLOP each)" in result.stdout  # the one-step student's one call, counted by torch
