@@ -18,6 +18,8 @@ from the one-step student at any --n on 2 cores, memory flat in --n.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import re
 import subprocess
 import sys
@@ -111,6 +113,17 @@ def network_alone(weights: str, n: int, threads: int) -> tuple[float, float, flo
     return float(rate), float(flops), float(matmul)
 
 
+def processor_name() -> str:
+    """The CPU's model name, so results from different kinds of machine are told apart (Linux; else platform's guess)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown processor"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="knowledge_1step")
@@ -118,7 +131,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="runs per setting; the median rate is reported")
     args = parser.parse_args()
-    print(f"python -m tools.sample --weights {args.weights}, {args.threads} threads, median of {args.repeats} runs, alternated")
+    print(f"python -m tools.sample --weights {args.weights}, {args.threads} threads, median of {args.repeats} runs, alternated; "
+          f"{processor_name()}, {os.cpu_count()} cores")
     print(f"{'--n':>7s} {'one batch /s':>13s} {'peak MB':>8s} {'chunked /s':>11s} {'peak MB':>8s} {'ratio':>6s} "
           f"{'network /s':>11s} {'GFLOP/s':>8s} {'matmul':>7s} {'in network':>10s}  target")
     flops_per_sprite = 0.0

@@ -101,6 +101,7 @@ def test_ddpm500_context_samples_ship_for_lab_4():
 def test_sample_speed_benchmark_reports_every_column_on_a_tiny_run():
     """benchmarks/sample_speed.py end to end on 32 sprites: the command, its one-batch baseline and the network alone
     each run, and each row reports them (no time is asserted: only that the parts add up)."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -115,3 +116,5 @@ def test_sample_speed_benchmark_reports_every_column_on_a_tiny_run():
     in_network = float(row[9].rstrip("%"))
     assert 0 < in_network < 101  # a part of the sampling time (the rate it is taken from is printed rounded)
     assert "(87 MFLOP each)" in result.stdout  # the one-step student's one call, counted by torch
+    header = result.stdout.splitlines()[0]
+    assert f"{os.cpu_count()} cores" in header and "unknown processor" not in header  # which machine gave the figures
