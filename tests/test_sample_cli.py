@@ -146,11 +146,12 @@ model = load_model("knowledge_1step")
 x, t = torch.randn(64, 3, 16, 16), torch.full((64,), 500)
 faults = []
 with torch.inference_mode():
-    for _ in range(6):
+    for _ in range(12):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         model(x, t)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(sum(faults[1:]))  # the first call maps its memory in either way
+later = sorted(faults[1:])  # the first call maps its memory in either way
+print(later[len(later) // 2])  # the median call: a torch thread that takes a fresh malloc arena faults once, now and then
 """
 
 
@@ -160,6 +161,8 @@ def test_freed_memory_is_kept_for_the_next_network_call():
         result = subprocess.run([sys.executable, "-c", PAGE_FAULTS_OF_LATER_CALLS, mode], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
         return int(result.stdout.split()[-1])
 
-    # measured: 21,500-30,300 page faults over five calls on 64 sprites by default, 500-1,400 kept
+    # measured on 64 sprites, per call after the first: 1,000-7,600 page faults by default (median
+    # 3,000-6,100), kept 0 in most calls and up to 1,280 in a few (median 0). A sum over five calls
+    # once failed on CI (kept 5,120, default 20,224): the rare faulting calls are noise, the median is not.
     default, kept = page_faults("default"), page_faults("kept")
     assert kept * 5 < default, (kept, default)
