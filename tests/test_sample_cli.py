@@ -137,7 +137,7 @@ def test_the_grid_shows_at_most_256_sprites(tmp_path):
 
 
 PAGE_FAULTS_OF_LATER_CALLS = """
-import resource, sys, torch
+import resource, statistics, sys, torch
 from tools.sample import keep_freed_memory
 from shared.weights import load_model
 if sys.argv[1] == "kept":
@@ -150,8 +150,9 @@ with torch.inference_mode():
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         model(x, t)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-later = sorted(faults[1:])  # the first call maps its memory in either way
-print(later[len(later) // 2])  # the median call: a torch thread that takes a fresh malloc arena faults once, now and then
+# the median later call (the first maps its memory in either way): a torch thread that takes a fresh
+# malloc arena faults once, now and then
+print(statistics.median(faults[1:]))
 """
 
 
