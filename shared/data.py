@@ -19,17 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 SPRITES_PATH = DATA_DIR / "sprites16.npz"
 
-GROUPS = (
-    "Smileys & Emotion",
-    "People & Body",
-    "Animals & Nature",
-    "Food & Drink",
-    "Travel & Places",
-    "Activities",
-    "Objects",
-    "Symbols",
-    "Flags",
-)
+GROUPS = ("Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drink", "Travel & Places", "Activities",
+          "Objects", "Symbols", "Flags")
 # Short names a student may type, group by group: "food" is easier than "Food & Drink".
 SHORT_NAMES = ("smileys smiley emotion faces face", "people body", "animals animal nature", "food drink", "travel places",
                "activities activity", "objects object", "symbols symbol", "flags flag")
@@ -134,10 +125,13 @@ def load_sprites(split: str = "train") -> Sprites:
     )
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, clipping what lies outside."""
+def to_uint8(images) -> np.ndarray:
+    """(N, 3, H, W) tensor in [-1, 1] -> (N, H, W, 3) uint8, clipping what lies outside; a uint8 (N, H, W, 3) array passes as it is."""
+    if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3:
+        return images
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be a (N, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+        raise ValueError(f"images must be a (N, 3, H, W) tensor in [-1, 1] or a uint8 (N, H, W, 3) array, "
+                         f"got {getattr(images, 'dtype', type(images).__name__)} of shape {getattr(images, 'shape', None)}")
     scaled = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 

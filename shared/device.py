@@ -9,23 +9,16 @@ import torch
 
 def pick_device(preferred: str | None = None) -> torch.device:
     """CUDA if present, else Apple's MPS, else the CPU; `preferred` ("cpu", "cuda", "mps") overrides."""
-    if preferred is not None:
-        if preferred not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'mps', got {preferred!r}")
-        if preferred == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for, but this machine has no CUDA GPU")
-        if preferred == "mps" and not torch.backends.mps.is_available():
-            raise ValueError("device 'mps' was asked for, but this machine has no Apple GPU")
-        device = torch.device(preferred)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda")
-    elif torch.backends.mps.is_available():
-        device = torch.device("mps")
-    else:
-        device = torch.device("cpu")
-    if device.type == "cuda":
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if preferred is None:
+        preferred = next(kind for kind, here in present.items() if here)  # the first present, in that order
+    if preferred not in ("cpu", "cuda", "mps"):  # a tuple: anything, even unhashable, can be looked for
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'mps', got {preferred!r}")
+    if not present[preferred]:
+        raise ValueError(f"device {preferred!r} was asked for, but this machine has no {'CUDA' if preferred == 'cuda' else 'Apple'} GPU")
+    if preferred == "cuda":
         disable_tf32()
-    return device
+    return torch.device(preferred)
 
 
 def disable_tf32() -> None:

@@ -18,19 +18,9 @@ MAX_ANIMATION_FRAMES = 40
 MAX_ANIMATION_PIXELS = 200  # longest side of the GIF itself; the browser enlarges it
 
 
-def as_uint8(images) -> np.ndarray:
-    """Tensor (N, 3, H, W) in [-1, 1] or uint8 array (N, H, W, 3) -> uint8 (N, H, W, 3)."""
-    if isinstance(images, torch.Tensor):
-        return to_uint8(images)
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected a (N, 3, H, W) tensor in [-1, 1] or uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-    return images
-
-
 def grid_image(images, nrow: int = 8, padding: int = 1, upscale: int = 1) -> np.ndarray:
     """Tile N sprites into one uint8 image (rows of `nrow`), white gaps between them."""
-    images = as_uint8(images)
+    images = to_uint8(images)
     n, h, w, _ = images.shape
     if n == 0:
         raise ValueError("no images to draw")

@@ -91,6 +91,7 @@ class Sampler:
             raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
         self.schedule, self.clip_x0, self.spacing = schedule, clip_x0, spacing
         self.levels = None if levels is None else check_levels(levels, schedule.T)
+        self.restart()
 
     def timesteps(self, n_steps: int | None = None) -> list[tuple[int, int]]:
         """Pairs (t, t_prev) from T down to 0, n_steps of them (all T by default), on this sampler's grid.
@@ -106,7 +107,7 @@ class Sampler:
         return list(zip(levels[:-1], levels[1:]))
 
     def restart(self) -> None:
-        """Forget earlier steps before a new run (multistep samplers remember some)."""
+        """Forget earlier steps before a new run (multistep samplers remember some); also sets up their memory."""
 
     def advance(self, denoise, x_t, t, t_prev, noise=None, prediction: str = "eps"):
         """One step with the network `denoise(x, t)` (what `generate` calls): one call, then `step`.
@@ -206,10 +207,9 @@ class DPMSolverSampler(Sampler):
 
     def __init__(self, schedule: NoiseSchedule, clip_x0: bool = True, spacing: str = "banded", levels=None):
         super().__init__(schedule, clip_x0, spacing, levels)
-        self.previous = None  # (t, t_prev, x0_hat) of the last step taken
 
     def restart(self) -> None:
-        self.previous = None
+        self.previous = None  # (t, t_prev, x0_hat) of the last step taken
 
     def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):
         _, x0_hat = self.eps_and_x0(model_output, t, t_prev, x_t, prediction)
@@ -251,13 +251,9 @@ class UniPCSampler(DPMSolverSampler):
 
     name = "unipc"
 
-    def __init__(self, schedule: NoiseSchedule, clip_x0: bool = True, spacing: str = "banded", levels=None):
-        super().__init__(schedule, clip_x0, spacing, levels)
-        self.start = None  # x at the last step's level, after its correction
-
     def restart(self) -> None:
         super().restart()
-        self.start = None
+        self.start = None  # x at the last step's level, after its correction
 
     def step(self, model_output, t: int, t_prev: int, x_t, noise=None, prediction: str = "eps"):
         _, x0_hat = self.eps_and_x0(model_output, t, t_prev, x_t, prediction)
